@@ -1,0 +1,145 @@
+"""What the entry scripts share: config loading, distributed set-up, runner build.
+
+``tools/train.py``, ``tools/test.py`` and friends stay thin; the checks that
+must happen *before* a Runner creates its work dir live here, so that a typo in
+a path or an option fails with one clear line and leaves nothing behind.
+
+MMEngine 0.10.7 cannot start a distributed job on a machine without CUDA
+(``init_dist`` calls ``torch.cuda.set_device`` and DDP is handed
+``device_ids=[rank]``). :func:`setup_distributed` initialises a gloo process
+group itself in that case and configures DDP without device ids, so that
+``tools/dist_train.sh`` runs on CPU too (which is how it is tested).
+"""
+
+import os
+import os.path as osp
+from typing import Optional
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config, ConfigDict
+
+from tbps_mm.registry import RUNNERS
+
+
+class LaunchError(Exception):
+    """A user error found before anything ran (bad path, bad option)."""
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
+    """Read a config file and apply ``--cfg-options`` overrides strictly.
+
+    Args:
+        path (str): The config file.
+        cfg_options (dict, optional): ``{'a.b.c': value}`` overrides, as
+            parsed by MMEngine's ``DictAction``.
+
+    Returns:
+        Config: The merged config.
+
+    Raises:
+        LaunchError: The file does not exist, or an override names a key the
+            config does not have. New keys are accepted only inside a
+            component dict (one with a ``type``), whose constructor validates
+            them when it is built.
+
+    Example:
+        >>> cfg = load_config('configs/tbps_synth.py',
+        ...                   {'train_dataloader.batch_size': 32})
+    """
+    if not osp.isfile(path):
+        raise LaunchError(f'config file "{path}" does not exist')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        for key in cfg_options:
+            check_override_key(cfg, key)
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def check_override_key(cfg: Config, key: str) -> None:
+    """Raise :class:`LaunchError` when ``key`` does not fit ``cfg``."""
+    node = cfg
+    parts = key.split('.')
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = '.'.join(parts[:depth]) or 'the config'
+        if isinstance(node, (list, tuple)):
+            if not part.isdigit() or int(part) >= len(node):
+                raise LaunchError(
+                    f'--cfg-options key "{key}": "{where}" is a list of '
+                    f'{len(node)} items, "{part}" is not an index in it'
+                )
+            node = node[int(part)]
+            continue
+        if not isinstance(node, (dict, Config, ConfigDict)):
+            raise LaunchError(
+                f'--cfg-options key "{key}": "{where}" is a value, not a dict'
+            )
+        if part not in node:
+            if last and 'type' in node:
+                return  # a constructor argument; the build checks its name
+            options = ', '.join(sorted(str(k) for k in node.keys())[:20])
+            raise LaunchError(
+                f'--cfg-options key "{key}" does not exist: "{where}" has no '
+                f'"{part}" (it has: {options})'
+            )
+        node = node[part]
+
+
+def check_checkpoint(path: Optional[str], what: str = 'checkpoint') -> None:
+    """Raise :class:`LaunchError` when a local checkpoint path is missing."""
+    if path and '://' not in path and not osp.isfile(path):
+        raise LaunchError(f'{what} "{path}" does not exist')
+
+
+def setup_distributed(cfg: Config, launcher: str) -> None:
+    """Prepare ``cfg`` for ``launcher`` and start CPU process groups.
+
+    With CUDA, MMEngine's own ``init_dist`` does the work. Without CUDA, a
+    gloo group is started here, before the Runner, and DDP is configured
+    without ``device_ids``.
+
+    Args:
+        cfg (Config): The config; ``launcher`` and the DDP wrapper are set.
+        launcher (str): ``'none'``, ``'pytorch'``, ``'slurm'`` or ``'mpi'``.
+    """
+    cfg.launcher = launcher
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if torch_dist.is_initialized():
+        return
+    if launcher == 'slurm':
+        _export_slurm_env()
+    torch_dist.init_process_group(backend='gloo')
+
+
+def _export_slurm_env() -> None:
+    """Translate SLURM's variables into the ones ``init_process_group`` reads."""
+    os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
+    os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
+    os.environ.setdefault('LOCAL_RANK', os.environ.get('SLURM_LOCALID', '0'))
+    os.environ.setdefault('MASTER_PORT', '29500')
+    if 'MASTER_ADDR' not in os.environ:
+        nodes = os.environ.get('SLURM_NODELIST', '127.0.0.1')
+        os.environ['MASTER_ADDR'] = nodes.split(',')[0].split('[')[0]
+
+
+def teardown_distributed() -> None:
+    """Destroy the process group (without it, CPU runs sometimes abort at exit)."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def build_runner(cfg: Config):
+    """Build the Runner the config asks for (``runner_type``, else MMEngine's)."""
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    from mmengine.runner import Runner
+
+    return Runner.from_cfg(cfg)

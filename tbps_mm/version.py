@@ -1,0 +1,3 @@
+"""The tbps_mm version string."""
+
+__version__ = '0.1.0'

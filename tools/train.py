@@ -1,0 +1,112 @@
+"""Train a tbps_mm model: ``python tools/train.py CONFIG [options]``.
+
+Examples:
+    python tools/train.py configs/tbps_synth.py
+    python tools/train.py configs/tbps_cuhk.py --amp --work-dir work_dirs/cuhk
+    python tools/train.py configs/tbps_cuhk.py --resume            # latest in work dir
+    python tools/train.py configs/tbps_cuhk.py --resume work_dirs/cuhk/epoch_10.pth
+    bash tools/dist_train.sh configs/tbps_cuhk.py 4  # 4 GPUs (or CPU processes)
+"""
+
+import argparse
+import os.path as osp
+import sys
+
+from mmengine.config import DictAction
+
+import tbps_mm  # noqa: F401  (registers every component)
+from tbps_mm.engine import (
+    LaunchError,
+    build_runner,
+    check_checkpoint,
+    load_config,
+    setup_distributed,
+    teardown_distributed,
+)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a tbps_mm model')
+    parser.add_argument('config', help='train config file')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from the latest checkpoint in the work dir (no value or '
+        '"auto") or from the given checkpoint',
+    )
+    parser.add_argument(
+        '--amp', action='store_true', help='mixed precision (AmpOptimWrapper)'
+    )
+    parser.add_argument(
+        '--no-validate',
+        action='store_true',
+        help='do not evaluate during or after training',
+    )
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. train_dataloader.batch_size=32',
+    )
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher',
+    )
+    # torchrun passes --local-rank / --local_rank to older launch styles.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def merge_args(cfg, args):
+    """Apply the command line on top of the config."""
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join(
+            './work_dirs', osp.splitext(osp.basename(args.config))[0]
+        )
+    if args.amp:
+        optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if optim_wrapper not in ('AmpOptimWrapper', 'mmengine.AmpOptimWrapper'):
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        check_checkpoint(args.resume, 'resume checkpoint')
+        cfg.resume = True
+        cfg.load_from = args.resume
+    elif cfg.get('load_from'):
+        check_checkpoint(cfg.load_from, 'load_from checkpoint')
+    if args.no_validate:
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+    return cfg
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.cfg_options)
+        cfg = merge_args(cfg, args)
+    except LaunchError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    setup_distributed(cfg, args.launcher)
+    try:
+        runner = build_runner(cfg)
+        runner.train()
+    finally:
+        teardown_distributed()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Multi-process training with torchrun: one process per GPU, or per CPU worker
 # on a machine without GPUs (gloo backend; see tbps_mm/engine/launch.py).
+# PYTHON selects the interpreter (default: python on PATH).
 #   bash tools/dist_train.sh CONFIG NUM_PROCS [train.py options]
 set -euo pipefail
 if [ $# -lt 2 ]; then
@@ -16,7 +17,7 @@ PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHONPATH="$ROOT:${PYTHONPATH:-}" \
-python -m torch.distributed.run \
+"${PYTHON:-python}" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \

@@ -11,6 +11,7 @@ group itself in that case and configures DDP without device ids, so that
 ``tools/dist_train.sh`` runs on CPU too (which is how it is tested).
 """
 
+import inspect
 import os
 import os.path as osp
 from typing import Optional
@@ -41,7 +42,8 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
         LaunchError: The file does not exist, or an override names a key the
             config does not have. New keys are accepted only inside a
             component dict (one with a ``type``), whose constructor validates
-            them when it is built.
+            them when it is built, and top-level Runner arguments
+            (``custom_hooks``, ``load_from``, ...).
 
     Example:
         >>> cfg = load_config('configs/tbps_synth.py',
@@ -79,12 +81,20 @@ def check_override_key(cfg: Config, key: str) -> None:
         if part not in node:
             if last and 'type' in node:
                 return  # a constructor argument; the build checks its name
+            if depth == 0 and part in _runner_arguments():
+                return  # a Runner argument the config leaves at its default
             options = ', '.join(sorted(str(k) for k in node.keys())[:20])
             raise LaunchError(
                 f'--cfg-options key "{key}" does not exist: "{where}" has no '
                 f'"{part}" (it has: {options})'
             )
         node = node[part]
+
+
+def _runner_arguments() -> set:
+    from mmengine.runner import Runner
+
+    return set(inspect.signature(Runner.__init__).parameters) - {'self'}
 
 
 def check_checkpoint(path: Optional[str], what: str = 'checkpoint') -> None:

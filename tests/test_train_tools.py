@@ -1,0 +1,253 @@
+"""tools/train.py and tools/dist_train.sh: checkpoints, resume, CPU DDP, bad input."""
+
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TESTS = osp.dirname(osp.abspath(__file__))
+
+TOY_CONFIG = """
+_base_ = [{runtime!r}]
+custom_imports = dict(imports=['toy_components'], allow_failed_imports=False)
+model = dict(type='ToyRegressor')
+train_dataloader = dict(
+    batch_size=4, num_workers=0,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    collate_fn=dict(type='pseudo_collate'),
+    dataset=dict(type='ToyRegressionDataset', length=16))
+train_cfg = dict(by_epoch=True, max_epochs=4, val_interval=100)
+optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.1))
+param_scheduler = [dict(type='MultiStepLR', by_epoch=True, milestones=[2], gamma=0.1)]
+default_hooks = dict(
+    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=5,
+                    save_best=None),
+    logger=dict(type='LoggerHook', interval=1))
+"""
+
+
+def write_toy_config(tmp_path, extra='', name='toy.py'):
+    runtime = osp.join(ROOT, 'configs', '_base_', 'default_runtime.py')
+    path = tmp_path / name
+    path.write_text(TOY_CONFIG.format(runtime=runtime) + extra)
+    return str(path)
+
+
+def run_tool(args, cwd, env_extra=None):
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join([TESTS, ROOT, env.get('PYTHONPATH', '')])
+    env.update(env_extra or {})
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def load_tool(name):
+    """Import ``tools/<name>.py`` as a module (the tools are scripts)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f'tool_{name}', osp.join(ROOT, 'tools', f'{name}.py')
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_ckpt(path):
+    return torch.load(path, map_location='cpu', weights_only=False)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_train_killed_then_resumed_continues_at_right_epoch_and_lr(tmp_path):
+    cfg = write_toy_config(tmp_path)
+    killable = write_toy_config(
+        tmp_path,
+        'custom_hooks = [dict(type="KillAfterEpochHook", epoch=2)]\n',
+        name='toy_killed.py',
+    )
+    work = tmp_path / 'work'
+    killed = run_tool(
+        [
+            sys.executable,
+            osp.join(ROOT, 'tools', 'train.py'),
+            killable,
+            '--work-dir',
+            str(work),
+        ],
+        cwd=tmp_path,
+    )
+    assert killed.returncode != 0  # SIGKILLed after epoch 2
+    assert (work / 'epoch_2.pth').exists()
+    assert not (work / 'epoch_3.pth').exists()
+
+    resumed = run_tool(
+        [
+            sys.executable,
+            osp.join(ROOT, 'tools', 'train.py'),
+            cfg,
+            '--work-dir',
+            str(work),
+            '--resume',
+        ],
+        cwd=tmp_path,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = resumed.stdout + resumed.stderr
+    assert 'resumed epoch: 2' in log
+    assert 'Epoch(train) [1]' not in log and 'Epoch(train) [3]' in log
+    final = load_ckpt(work / 'epoch_4.pth')
+    assert final['meta']['epoch'] == 4
+    # lr 0.1 for epochs 1-2, 0.01 after the milestone: the resumed run must
+    # carry the scheduler state, not restart it.
+    assert final['optimizer']['param_groups'][0]['lr'] == pytest.approx(0.01)
+    epoch3 = load_ckpt(work / 'epoch_3.pth')
+    assert epoch3['optimizer']['param_groups'][0]['lr'] == pytest.approx(0.01)
+
+
+def test_resume_from_explicit_path_and_load_from(tmp_path):
+    cfg = write_toy_config(tmp_path, "train_cfg['max_epochs'] = 2\n")
+    work = tmp_path / 'work'
+    first = run_tool(
+        [sys.executable, 'tools/train.py', cfg, '--work-dir', str(work)], cwd=ROOT
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    ckpt = str(work / 'epoch_1.pth')
+    again = run_tool(
+        [
+            sys.executable,
+            'tools/train.py',
+            cfg,
+            '--work-dir',
+            str(tmp_path / 'w2'),
+            '--resume',
+            ckpt,
+        ],
+        cwd=ROOT,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert 'resumed epoch: 1' in again.stdout + again.stderr
+    loaded = run_tool(
+        [
+            sys.executable,
+            'tools/train.py',
+            cfg,
+            '--work-dir',
+            str(tmp_path / 'w3'),
+            '--cfg-options',
+            f'load_from={ckpt}',
+        ],
+        cwd=ROOT,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert f'Load checkpoint from {ckpt}' in loaded.stdout + loaded.stderr
+
+
+def test_training_checkpoint_needs_the_scoped_loader(tmp_path):
+    """The fix is needed (plain torch.load refuses) and stays scoped."""
+    import pickle
+
+    from tbps_mm.engine import load_training_checkpoint
+
+    cfg = write_toy_config(tmp_path, "train_cfg['max_epochs'] = 1\n")
+    work = tmp_path / 'work'
+    assert (
+        run_tool(
+            [sys.executable, 'tools/train.py', cfg, '--work-dir', str(work)], cwd=ROOT
+        ).returncode
+        == 0
+    )
+    path = str(work / 'epoch_1.pth')
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)  # torch's safe default is untouched
+    ckpt = load_training_checkpoint(path)
+    assert ckpt['meta']['epoch'] == 1
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        load_training_checkpoint(str(tmp_path / 'missing.pth'))
+
+
+def test_dist_train_on_cpu_two_processes_completes_and_resumes(tmp_path):
+    cfg = write_toy_config(tmp_path, "train_cfg['max_epochs'] = 2\n")
+    work = tmp_path / 'work'
+    env = {'PORT': str(free_port()), 'OMP_NUM_THREADS': '1', 'PYTHON': sys.executable}
+    first = run_tool(
+        ['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir', str(work)],
+        cwd=ROOT,
+        env_extra=env,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert 'Distributed launcher: pytorch' in first.stdout + first.stderr
+    ckpt = load_ckpt(work / 'epoch_2.pth')
+    assert ckpt['meta']['epoch'] == 2
+    # Two processes each see half of the 16 items: 2 iters of 4 per epoch.
+    assert ckpt['meta']['iter'] == 4
+
+    env['PORT'] = str(free_port())
+    more = run_tool(
+        [
+            'bash',
+            'tools/dist_train.sh',
+            cfg,
+            '2',
+            '--work-dir',
+            str(work),
+            '--resume',
+            '--cfg-options',
+            'train_cfg.max_epochs=3',
+        ],
+        cwd=ROOT,
+        env_extra=env,
+    )
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert 'resumed epoch: 2' in more.stdout + more.stderr
+    assert load_ckpt(work / 'epoch_3.pth')['meta']['epoch'] == 3
+
+
+@pytest.mark.parametrize(
+    'args, message',
+    [
+        (
+            ['configs/does_not_exist.py'],
+            'config file "configs/does_not_exist.py" does not exist',
+        ),
+        (
+            ['{cfg}', '--cfg-options', 'model.no_such.key=1'],
+            '--cfg-options key "model.no_such.key" does not exist',
+        ),
+        (
+            ['{cfg}', '--cfg-options', 'no_such_top_key=1'],
+            '--cfg-options key "no_such_top_key" does not exist',
+        ),
+        (
+            ['{cfg}', '--resume', 'missing/epoch_3.pth'],
+            'resume checkpoint "missing/epoch_3.pth" does not exist',
+        ),
+        (
+            ['{cfg}', '--cfg-options', 'load_from=missing/model.pth'],
+            'load_from checkpoint "missing/model.pth" does not exist',
+        ),
+    ],
+)
+def test_bad_input_gives_one_clear_line_and_no_work_dir(
+    tmp_path, monkeypatch, capsys, args, message
+):
+    cfg = write_toy_config(tmp_path)
+    work = tmp_path / 'work'
+    args = [a.format(cfg=cfg) for a in args]
+    monkeypatch.chdir(ROOT)
+    code = load_tool('train').main([*args, '--work-dir', str(work)])
+    assert code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f'error: {message}')
+    assert not work.exists()

@@ -1,0 +1,21 @@
+"""Caption transforms, the image-only wrapper and the TBPS packer.
+
+Importing this package registers them in ``tbps_mm.registry.TRANSFORMS``.
+"""
+
+from .augment_caption import AugmentCaption
+from .clean_caption import CleanCaption
+from .image_pipeline import ImagePipeline, ImageTransformError
+from .pack_tbps_inputs import PackTBPSInputs
+from .tokenize_caption import TOKENIZER_FILES, TokenizeCaption, load_local_tokenizer
+
+__all__ = [
+    'AugmentCaption',
+    'CleanCaption',
+    'ImagePipeline',
+    'ImageTransformError',
+    'PackTBPSInputs',
+    'TokenizeCaption',
+    'load_local_tokenizer',
+    'TOKENIZER_FILES',
+]

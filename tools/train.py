@@ -1,7 +1,7 @@
 """Train a tbps_mm model: ``python tools/train.py CONFIG [options]``.
 
 Examples:
-    python tools/train.py configs/tbps_synth.py
+    python tools/train.py configs/tbps_synth.py --test
     python tools/train.py configs/tbps_cuhk.py --amp --work-dir work_dirs/cuhk
     python tools/train.py configs/tbps_cuhk.py --resume            # latest in work dir
     python tools/train.py configs/tbps_cuhk.py --resume work_dirs/cuhk/epoch_10.pth
@@ -44,6 +44,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--no-validate',
         action='store_true',
         help='do not evaluate during or after training',
+    )
+    parser.add_argument(
+        '--test',
+        action='store_true',
+        help='after training, evaluate the final model on the test split',
     )
     parser.add_argument(
         '--cfg-options',
@@ -103,6 +108,8 @@ def main(argv=None) -> int:
     try:
         runner = build_runner(cfg)
         runner.train()
+        if args.test:
+            runner.test()
     finally:
         teardown_distributed()
     return 0

@@ -1,0 +1,12 @@
+# Recipe: partq_vit-base-p16_clip-pre_1xb64-amp-cos-60e_rstpreid-384x128
+#
+# The paper-style model on RSTPReid (see configs/tbps_cuhk.py for the model
+# and schedule). Validates on the val split; report test with tools/test.py.
+_base_ = [
+    '_base_/models/partq_vit-b16_clip.py',
+    '_base_/datasets/rstpreid.py',
+    '_base_/schedules/irra_60e.py',
+    '_base_/default_runtime.py',
+]
+
+model = dict(losses=dict(id=dict(num_classes=3701)))  # RSTPReid train ids

@@ -3,9 +3,10 @@
 # Edit data_root (or override it per loader with --cfg-options); the rest
 # follows the field's standard recipe (384x128, flip, pad + crop, erasing).
 data_root = 'data/rstpreid'
-# The text encoder's tokenizer: a local folder (for CLIP, a transformers CLIP
-# checkpoint folder such as the one the CLIP converter writes).
-tokenizer_dir = 'checkpoints/clip-vit-base-patch16'
+# The text encoder's tokenizer: a local folder. The default is the text-side
+# folder that tools/model_converters/clip_to_tbps.py writes next to the
+# weights the paper-style model config loads (data/pretrained/clip-vit-b16).
+tokenizer_dir = 'data/pretrained/clip-vit-b16/text_encoder'
 
 dataset_type = 'RSTPReid'
 img_scale = (384, 128)  # (H, W)

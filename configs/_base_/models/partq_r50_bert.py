@@ -1,0 +1,50 @@
+# The backbones named in the paper's summaries: ImageNet ResNet-50 for images
+# and BERT-base for text, K = 6 shared part queries, SDM + ID + CMR.
+#
+# Weights (local files, nothing is downloaded):
+#   resnet_weights: an MMPretrain ImageNet ResNet-50 checkpoint (keys under
+#                   'backbone.'), e.g. resnet50_8xb32_in1k_*.pth;
+#   bert_dir:       a transformers BERT folder (config.json + weights); the
+#                   dataset config's tokenizer must be that folder's tokenizer.
+# ResNet-50's last stage gives a 12x4 map at 384x128: its 48 cells are the
+# image tokens and their mean the pooled feature.
+resnet_weights = 'data/pretrained/resnet50_in1k.pth'
+bert_dir = 'data/pretrained/bert-base-uncased'
+num_classes = 11003  # CUHK-PEDES train identities; the dataset config sets it
+num_parts = 6
+embed_dims = 512
+
+model = dict(
+    type='TBPSRetriever',
+    # ImageNet RGB mean / std (0-255 scale).
+    data_preprocessor=dict(
+        type='TBPSDataPreprocessor',
+        mean=(123.675, 116.28, 103.53),
+        std=(58.395, 57.12, 57.375),
+    ),
+    image_encoder=dict(
+        type='mmpretrain.ResNet',
+        depth=50,
+        out_indices=(3,),
+        init_cfg=dict(type='Pretrained', checkpoint=resnet_weights, prefix='backbone.'),
+    ),
+    text_encoder=dict(type='BertTextEncoder', pretrained=bert_dir),
+    head=dict(
+        type='PartQueryDecoderHead',
+        image_in_channels=2048,
+        text_in_channels=768,
+        embed_dims=embed_dims,
+        num_parts=num_parts,
+        decoder_dims=512,
+        num_layers=2,
+        num_heads=8,
+        attention='cross',
+        coarse_bias=True,
+    ),
+    losses=dict(
+        sdm=dict(type='SDMLoss', temperature=0.02),
+        id=dict(type='IDLoss', in_channels=embed_dims, num_classes=num_classes),
+        cmr=dict(type='CommonalityMarginRankingLoss'),
+    ),
+    fusion_weight=1.0,
+)

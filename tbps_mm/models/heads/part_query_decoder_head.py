@@ -1,0 +1,186 @@
+"""``PartQueryDecoderHead``: coarse embeddings and shared part queries.
+
+The head turns one modality's encoder output (token features, a pooled
+feature, a padding mask) into a coarse embedding and K part embeddings. The
+part queries and the decoder layers exist once and serve both modalities, so
+the k-th output of an image and the k-th output of a caption come from the
+same learned query (the paper's shared decoder); only the input projections
+(token features -> decoder width) and the coarse projections (pooled feature
+-> embedding) are per modality.
+
+Written by hand: MMPretrain and MMEngine have no cross-modal query decoder.
+"""
+
+from typing import Dict, Optional
+
+import torch
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from torch import Tensor, nn
+
+from tbps_mm.registry import MODELS
+
+from .part_query_decoder_layer import ATTENTION_MODES, PartQueryDecoderLayer
+
+MODALITIES = ('image', 'text')
+
+
+@MODELS.register_module()
+class PartQueryDecoderHead(BaseModule):
+    """K learnable part queries decoded against either modality's tokens.
+
+    Args:
+        image_in_channels (int): Channels of the image encoder's tokens and
+            pooled feature (768 for ViT-B, 2048 for ResNet-50).
+        text_in_channels (int): Channels of the text encoder's tokens and
+            pooled feature (512 for the CLIP text transformer).
+        embed_dims (int): Size D of coarse and part embeddings. Defaults to
+            512.
+        num_parts (int): Number K of part queries; 0 gives a global-only
+            head (coarse embeddings, empty part embeddings). Defaults to 6.
+        decoder_dims (int): Width of the shared decoder. Defaults to 512.
+        num_layers (int): Shared decoder layers. Defaults to 2.
+        num_heads (int): Attention heads in the decoder. Defaults to 8.
+        feedforward_ratio (float): FFN width over ``decoder_dims``.
+            Defaults to 4.
+        attention (str): ``'cross'`` (softmax over tokens) or ``'slot'``
+            (softmax over queries, so they compete for tokens). Defaults to
+            ``'cross'``.
+        dropout (float): Dropout in the decoder. Defaults to 0.
+        coarse_bias (bool): Bias in the coarse projections. CLIP's
+            projections have none, so the converted ones load only with
+            False. Defaults to False.
+        init_cfg (dict | list[dict], optional): MMEngine init config, e.g.
+            ``dict(type='Pretrained', checkpoint=..., prefix='head.')``.
+
+    Example:
+        >>> head = PartQueryDecoderHead(64, 32, embed_dims=16, num_parts=3,
+        ...                             decoder_dims=32, num_heads=4)
+        >>> out = head(torch.rand(2, 10, 64), torch.rand(2, 64),
+        ...            modality='image')
+        >>> [tuple(v.shape) for v in out.values()]
+        [(2, 16), (2, 3, 16), (2, 3, 10)]
+    """
+
+    def __init__(
+        self,
+        image_in_channels: int,
+        text_in_channels: int,
+        embed_dims: int = 512,
+        num_parts: int = 6,
+        decoder_dims: int = 512,
+        num_layers: int = 2,
+        num_heads: int = 8,
+        feedforward_ratio: float = 4,
+        attention: str = 'cross',
+        dropout: float = 0.0,
+        coarse_bias: bool = False,
+        init_cfg: Optional[dict] = None,
+    ) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if num_parts < 0:
+            raise ValueError(f'num_parts must be >= 0, got {num_parts}')
+        if attention not in ATTENTION_MODES:
+            raise ValueError(
+                f'attention must be one of {ATTENTION_MODES}, got {attention!r}'
+            )
+        self.in_channels = dict(image=image_in_channels, text=text_in_channels)
+        self.embed_dims = embed_dims
+        self.num_parts = num_parts
+        self.attention = attention
+        self.image_coarse_proj = nn.Linear(
+            image_in_channels, embed_dims, bias=coarse_bias
+        )
+        self.text_coarse_proj = nn.Linear(
+            text_in_channels, embed_dims, bias=coarse_bias
+        )
+        if num_parts == 0:
+            return
+        # Per-modality projection into the shared decoder; the LayerNorm puts
+        # both modalities' tokens on one scale before the shared layers.
+        self.image_token_proj = nn.Sequential(
+            nn.Linear(image_in_channels, decoder_dims), nn.LayerNorm(decoder_dims)
+        )
+        self.text_token_proj = nn.Sequential(
+            nn.Linear(text_in_channels, decoder_dims), nn.LayerNorm(decoder_dims)
+        )
+        self.part_queries = nn.Parameter(torch.zeros(num_parts, decoder_dims))
+        trunc_normal_(self.part_queries, std=0.02)
+        self.decoder = nn.ModuleList(
+            PartQueryDecoderLayer(
+                decoder_dims,
+                num_heads,
+                int(decoder_dims * feedforward_ratio),
+                attention=attention,
+                dropout=dropout,
+            )
+            for _ in range(num_layers)
+        )
+        self.part_norm = nn.LayerNorm(decoder_dims)
+        self.part_proj = nn.Linear(decoder_dims, embed_dims)
+
+    def _check_inputs(
+        self, tokens: Tensor, pooled: Tensor, mask: Optional[Tensor], modality: str
+    ) -> None:
+        if modality not in MODALITIES:
+            raise ValueError(f'modality must be one of {MODALITIES}, got {modality!r}')
+        channels = self.in_channels[modality]
+        if tokens.dim() != 3 or pooled.dim() != 2:
+            raise ValueError(
+                f'{modality} inputs must be tokens (B, N, C) and pooled (B, C), '
+                f'got {tuple(tokens.shape)} and {tuple(pooled.shape)}'
+            )
+        if tokens.shape[-1] != channels or pooled.shape[-1] != channels:
+            raise ValueError(
+                f'{modality} features have {tokens.shape[-1]} (tokens) / '
+                f'{pooled.shape[-1]} (pooled) channels but the head was built '
+                f'with {modality}_in_channels={channels}'
+            )
+        if mask is not None and mask.shape != tokens.shape[:2]:
+            raise ValueError(
+                f'{modality} mask has shape {tuple(mask.shape)}, expected '
+                f'{tuple(tokens.shape[:2])}'
+            )
+
+    def forward(
+        self,
+        tokens: Tensor,
+        pooled: Tensor,
+        mask: Optional[Tensor] = None,
+        modality: str = 'image',
+    ) -> Dict[str, Tensor]:
+        """Embed one modality's encoder output.
+
+        Args:
+            tokens (Tensor): (B, N, C) token features.
+            pooled (Tensor): (B, C) pooled feature (CLS / EOT / mean).
+            mask (Tensor, optional): (B, N), nonzero for real tokens.
+            modality (str): ``'image'`` or ``'text'``: selects the
+                per-modality projections.
+
+        Returns:
+            dict[str, Tensor]: ``embed`` (B, D) coarse embedding,
+            ``part_embeds`` (B, K, D) and ``attn`` (B, K, N) the last decoder
+            layer's attention of each query over the tokens (averaged over
+            heads). Embeddings are not normalised.
+        """
+        self._check_inputs(tokens, pooled, mask, modality)
+        B, N, _ = tokens.shape
+        coarse_proj = getattr(self, f'{modality}_coarse_proj')
+        embed = coarse_proj(pooled)
+        if self.num_parts == 0:
+            return dict(
+                embed=embed,
+                part_embeds=embed.new_zeros(B, 0, self.embed_dims),
+                attn=tokens.new_zeros(B, 0, N),
+            )
+        memory = getattr(self, f'{modality}_token_proj')(tokens)
+        query = self.part_queries.unsqueeze(0).expand(B, -1, -1)
+        attn = None
+        for layer in self.decoder:
+            query, attn = layer(query, memory, mask)
+        part_embeds = self.part_proj(self.part_norm(query))
+        return dict(embed=embed, part_embeds=part_embeds, attn=attn)
+
+
+__all__ = ['PartQueryDecoderHead']

@@ -1,0 +1,178 @@
+"""One layer of the part-query decoder and its attention with exposed maps.
+
+The layer is a pre-norm transformer decoder layer over a small set of query
+tokens: self-attention among the queries, cross-attention from the queries to
+a modality's token features, and an FFN. It is written by hand (rather than
+``nn.TransformerDecoderLayer``) because the part decoder needs two things torch
+does not offer: the cross-attention *maps* (for explanations and part
+localisation) and a competitive, slot-style normalisation in which the queries
+compete for each token.
+"""
+
+from typing import Optional, Tuple
+
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+ATTENTION_MODES = ('cross', 'slot')
+
+
+class PartCrossAttention(BaseModule):
+    """Multi-head attention from K queries to N tokens that returns its maps.
+
+    ``mode='cross'`` is ordinary attention: each query's weights are a softmax
+    over the tokens. ``mode='slot'`` is competitive (Slot Attention,
+    Locatello et al. 2020): the softmax runs over the *query* axis, so the
+    queries split each token among themselves, and the weights are then
+    renormalised over the tokens to form each query's weighted mean.
+
+    Args:
+        embed_dims (int): Query / token feature size.
+        num_heads (int): Attention heads.
+        mode (str): ``'cross'`` or ``'slot'``. Defaults to ``'cross'``.
+        attn_drop (float): Dropout on the attention weights. Defaults to 0.
+        eps (float): Slot renormalisation floor. Defaults to 1e-8.
+
+    Example:
+        >>> import torch
+        >>> attn = PartCrossAttention(64, 4, mode='slot')
+        >>> out, maps = attn(torch.rand(2, 3, 64), torch.rand(2, 10, 64))
+        >>> out.shape, maps.shape
+        (torch.Size([2, 3, 64]), torch.Size([2, 3, 10]))
+    """
+
+    def __init__(
+        self,
+        embed_dims: int,
+        num_heads: int,
+        mode: str = 'cross',
+        attn_drop: float = 0.0,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        if mode not in ATTENTION_MODES:
+            raise ValueError(
+                f'attention mode must be one of {ATTENTION_MODES}, got {mode!r}'
+            )
+        if embed_dims % num_heads:
+            raise ValueError(
+                f'embed_dims {embed_dims} is not divisible by num_heads {num_heads}'
+            )
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.head_dims = embed_dims // num_heads
+        self.mode = mode
+        self.eps = eps
+        self.q_proj = nn.Linear(embed_dims, embed_dims)
+        self.k_proj = nn.Linear(embed_dims, embed_dims)
+        self.v_proj = nn.Linear(embed_dims, embed_dims)
+        self.out_proj = nn.Linear(embed_dims, embed_dims)
+        self.attn_drop = nn.Dropout(attn_drop)
+
+    def forward(
+        self, query: Tensor, tokens: Tensor, mask: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Tensor]:
+        """Attend from ``query`` (B, K, C) to ``tokens`` (B, N, C).
+
+        Args:
+            query (Tensor): (B, K, C) query features.
+            tokens (Tensor): (B, N, C) token features.
+            mask (Tensor, optional): (B, N), nonzero for real tokens and zero
+                for padding. None: every token is real.
+
+        Returns:
+            tuple[Tensor, Tensor]: the attended features (B, K, C) and the
+            attention maps averaged over heads (B, K, N); each row sums to 1
+            over the real tokens.
+        """
+        B, K, _ = query.shape
+        N = tokens.shape[1]
+        h, dh = self.num_heads, self.head_dims
+        q = self.q_proj(query).view(B, K, h, dh).transpose(1, 2)
+        k = self.k_proj(tokens).view(B, N, h, dh).transpose(1, 2)
+        v = self.v_proj(tokens).view(B, N, h, dh).transpose(1, 2)
+        logits = q @ k.transpose(-2, -1) * dh**-0.5  # (B, h, K, N)
+        valid = None if mask is None else mask[:, None, None, :].bool()
+        if self.mode == 'cross':
+            if valid is not None:
+                logits = logits.masked_fill(~valid, float('-inf'))
+            weights = logits.softmax(dim=-1)
+        else:
+            # Queries compete for every token; padded tokens get no weight.
+            weights = logits.softmax(dim=-2)
+            if valid is not None:
+                weights = weights * valid
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + self.eps)
+        maps = weights.mean(dim=1)
+        out = self.attn_drop(weights) @ v  # (B, h, K, dh)
+        out = out.transpose(1, 2).reshape(B, K, self.embed_dims)
+        return self.out_proj(out), maps
+
+
+class PartQueryDecoderLayer(BaseModule):
+    """Pre-norm decoder layer: query self-attention, cross-attention, FFN.
+
+    Args:
+        embed_dims (int): Feature size of queries and tokens.
+        num_heads (int): Attention heads (both attentions).
+        feedforward_channels (int): FFN hidden size.
+        attention (str): ``'cross'`` or ``'slot'`` cross-attention.
+        dropout (float): Dropout after attention / FFN. Defaults to 0.
+
+    Example:
+        >>> import torch
+        >>> layer = PartQueryDecoderLayer(64, 4, 128)
+        >>> q, maps = layer(torch.rand(2, 3, 64), torch.rand(2, 10, 64))
+        >>> q.shape, maps.shape
+        (torch.Size([2, 3, 64]), torch.Size([2, 3, 10]))
+    """
+
+    def __init__(
+        self,
+        embed_dims: int,
+        num_heads: int,
+        feedforward_channels: int,
+        attention: str = 'cross',
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.norm_self = nn.LayerNorm(embed_dims)
+        self.self_attn = nn.MultiheadAttention(
+            embed_dims, num_heads, dropout=dropout, batch_first=True
+        )
+        self.norm_cross = nn.LayerNorm(embed_dims)
+        self.cross_attn = PartCrossAttention(
+            embed_dims, num_heads, mode=attention, attn_drop=dropout
+        )
+        self.norm_ffn = nn.LayerNorm(embed_dims)
+        self.ffn = nn.Sequential(
+            nn.Linear(embed_dims, feedforward_channels),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(feedforward_channels, embed_dims),
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, query: Tensor, tokens: Tensor, mask: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Tensor]:
+        """Update the queries from the tokens.
+
+        Args:
+            query (Tensor): (B, K, C).
+            tokens (Tensor): (B, N, C), already normalised by the caller.
+            mask (Tensor, optional): (B, N) real-token mask.
+
+        Returns:
+            tuple[Tensor, Tensor]: updated queries (B, K, C) and the
+            cross-attention maps (B, K, N).
+        """
+        x = self.norm_self(query)
+        query = query + self.dropout(self.self_attn(x, x, x, need_weights=False)[0])
+        attended, maps = self.cross_attn(self.norm_cross(query), tokens, mask)
+        query = query + self.dropout(attended)
+        query = query + self.dropout(self.ffn(self.norm_ffn(query)))
+        return query, maps
+
+
+__all__ = ['ATTENTION_MODES', 'PartCrossAttention', 'PartQueryDecoderLayer']

@@ -1,0 +1,9 @@
+"""Losses. Each declares ``input_key``: the head output the retriever feeds it
+(``'embed'``, ``'part_embeds'`` or ``'attn'``), as ``loss(image, text, labels)``."""
+
+from .commonality_margin_ranking_loss import CommonalityMarginRankingLoss
+from .id_loss import IDLoss
+from .part_diversity_loss import PartDiversityLoss
+from .sdm_loss import SDMLoss
+
+__all__ = ['CommonalityMarginRankingLoss', 'IDLoss', 'PartDiversityLoss', 'SDMLoss']

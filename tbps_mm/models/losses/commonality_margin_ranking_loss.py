@@ -1,0 +1,205 @@
+"""``CommonalityMarginRankingLoss`` (L_CMR) on part embeddings.
+
+The paper (Park et al., arXiv 2501.00318) introduces a commonality-based
+margin ranking loss: body parts that are common across people (two people
+both in black trousers) should not be pushed apart as hard as distinctive
+ones. Its exact form is not available to us; this module implements OUR
+formulation (DESIGN.md section 6), with every unknown exposed as an option:
+
+* part similarity ``s^k(i, j) = <g_i^k, f_j^k>`` (text i, image j, both L2
+  normalised);
+* commonality ``c^k(i, j)`` in [0, 1], computed without gradient, either per
+  pair (``'pair'``: the clamped mean of the intra-image and intra-text part
+  similarities of i and j) or per sample (``'sample'``: the share of the other
+  identities in the batch having some sample whose part k is similar, above
+  ``sample_threshold``, to sample i's);
+* margin ``m^k(i, j) = max(margin_max * (1 - c^k(i, j)), margin_min)``, or
+  ``margin_max`` everywhere with ``margin_mode='fixed'``;
+* a bidirectional hinge ``[m - s^k(i, i) + s^k(i, j)]_+`` over negatives
+  ``y_j != y_i`` (text->image and image->text), averaged over all or the
+  hardest ``n`` negatives per anchor, over anchors and over parts; the two
+  directions are summed.
+
+Written by hand (no OpenMMLab package has it), fully vectorised over parts,
+anchors and negatives.
+"""
+
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tbps_mm.registry import MODELS
+
+MARGIN_MODES = ('commonality', 'fixed')
+COMMONALITY_MODES = ('pair', 'sample')
+
+
+@MODELS.register_module()
+class CommonalityMarginRankingLoss(nn.Module):
+    """Part-level ranking loss whose margin shrinks for common parts.
+
+    Args:
+        margin_max (float): Margin of a part the negative does not share
+            (commonality 0). Defaults to 0.3.
+        margin_min (float): Floor of the margin (commonality 1). Defaults to
+            0.05.
+        margin_mode (str): ``'commonality'`` or ``'fixed'`` (``margin_max``
+            everywhere: a plain part-level ranking loss, the ablation).
+            Defaults to ``'commonality'``.
+        commonality (str): ``'pair'`` or ``'sample'`` (see the module doc).
+            Defaults to ``'pair'``.
+        negatives (str | int): ``'all'`` or the number n of hardest negatives
+            (largest hinge) kept per anchor and part. Defaults to ``'all'``.
+        loss_weight (float): Multiplier of the loss. Defaults to 1.0.
+        sample_threshold (float): Intra-modal part similarity above which
+            two samples' part k counts as shared, for ``commonality='sample'``.
+            Defaults to 0.5.
+
+    Example:
+        >>> loss = CommonalityMarginRankingLoss()
+        >>> loss(torch.randn(4, 3, 8), torch.randn(4, 3, 8),
+        ...      torch.tensor([0, 0, 1, 2]))
+        tensor(...)
+    """
+
+    #: What the retriever feeds this loss: the part embeddings.
+    input_key = 'part_embeds'
+
+    def __init__(
+        self,
+        margin_max: float = 0.3,
+        margin_min: float = 0.05,
+        margin_mode: str = 'commonality',
+        commonality: str = 'pair',
+        negatives: Union[str, int] = 'all',
+        loss_weight: float = 1.0,
+        sample_threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if margin_mode not in MARGIN_MODES:
+            raise ValueError(
+                f'margin_mode must be one of {MARGIN_MODES}, got {margin_mode!r}'
+            )
+        if commonality not in COMMONALITY_MODES:
+            raise ValueError(
+                f'commonality must be one of {COMMONALITY_MODES}, got {commonality!r}'
+            )
+        if negatives != 'all' and not (
+            isinstance(negatives, int)
+            and not isinstance(negatives, bool)
+            and negatives > 0
+        ):
+            raise ValueError(
+                f"negatives must be 'all' or a positive int, got {negatives!r}"
+            )
+        if not 0 <= margin_min <= margin_max:
+            raise ValueError(
+                f'need 0 <= margin_min <= margin_max, got {margin_min}, {margin_max}'
+            )
+        self.margin_max = margin_max
+        self.margin_min = margin_min
+        self.margin_mode = margin_mode
+        self.commonality = commonality
+        self.negatives = negatives
+        self.loss_weight = loss_weight
+        self.sample_threshold = sample_threshold
+
+    @torch.no_grad()
+    def part_commonality(
+        self, image_parts: Tensor, text_parts: Tensor, labels: Tensor
+    ) -> Tensor:
+        """Commonality of every part between samples, without gradient.
+
+        Args:
+            image_parts (Tensor): (K, B, D) L2-normalised image parts.
+            text_parts (Tensor): (K, B, D) L2-normalised text parts.
+            labels (Tensor): (B,) person labels.
+
+        Returns:
+            Tensor: (K, B, B) ``c^k(i, j)`` for ``'pair'``; (K, B, 1) ``c^k(i)``
+            for ``'sample'`` (broadcast over the negatives j).
+        """
+        intra = 0.5 * (
+            image_parts @ image_parts.transpose(1, 2)
+            + text_parts @ text_parts.transpose(1, 2)
+        )
+        if self.commonality == 'pair':
+            return intra.clamp(0.0, 1.0)
+        negative = labels[:, None] != labels[None, :]
+        shared = (intra > self.sample_threshold) & negative  # (K, B, B)
+        ids, index = torch.unique(labels, return_inverse=True)
+        one_hot = F.one_hot(index, num_classes=ids.numel()).to(intra.dtype)  # (B, U)
+        ids_sharing = ((shared.to(intra.dtype) @ one_hot) > 0).sum(dim=-1)  # (K, B)
+        other_ids = max(ids.numel() - 1, 1)
+        return (ids_sharing.to(intra.dtype) / other_ids).unsqueeze(-1)
+
+    def _reduce(self, hinge: Tensor, negative: Tensor) -> Tensor:
+        """Average (K, B, B) anchor-by-candidate hinges over negatives."""
+        has_negative = negative.any(dim=1)  # (B,)
+        if self.negatives == 'all':
+            weights = negative.to(hinge.dtype)
+            per_anchor = (hinge * weights).sum(-1) / weights.sum(-1).clamp(min=1.0)
+        else:
+            n = min(self.negatives, hinge.shape[-1])
+            # Non-negatives score -1 (real hinges are >= 0) so topk skips them.
+            values, _ = hinge.masked_fill(~negative, -1.0).topk(n, dim=-1)
+            valid = (values >= 0).to(hinge.dtype)
+            per_anchor = (values.clamp(min=0.0) * valid).sum(-1) / valid.sum(-1).clamp(
+                min=1.0
+            )
+        weights = has_negative.to(hinge.dtype)
+        return (per_anchor * weights).sum(-1).mean() / weights.sum().clamp(min=1.0)
+
+    def forward(
+        self, image_parts: Tensor, text_parts: Tensor, labels: Tensor
+    ) -> Tensor:
+        """Compute the loss.
+
+        Args:
+            image_parts (Tensor): (B, K, D) image part embeddings (any norm).
+            text_parts (Tensor): (B, K, D) text part embeddings of the same
+                pairs.
+            labels (Tensor): (B,) person labels.
+
+        Returns:
+            Tensor: The scalar loss (0, still attached to the graph, when the
+            batch has no negatives or K = 0).
+        """
+        if image_parts.shape != text_parts.shape or image_parts.dim() != 3:
+            raise ValueError(
+                'CommonalityMarginRankingLoss expects image and text parts of one '
+                f'shape (B, K, D), got {tuple(image_parts.shape)} and '
+                f'{tuple(text_parts.shape)}'
+            )
+        labels = labels.view(-1)
+        if labels.numel() != image_parts.shape[0]:
+            raise ValueError(
+                f'got {labels.numel()} labels for {image_parts.shape[0]} samples'
+            )
+        negative = labels[:, None] != labels[None, :]  # (B, B)
+        if image_parts.shape[1] == 0 or not negative.any():
+            return (image_parts.sum() + text_parts.sum()) * 0.0
+        # Margins of a few hundredths need more precision than float16 (AMP).
+        dtype = torch.promote_types(image_parts.dtype, torch.float32)
+        with torch.autocast(device_type=image_parts.device.type, enabled=False):
+            f = F.normalize(image_parts.to(dtype), dim=-1).transpose(0, 1)  # K,B,D
+            g = F.normalize(text_parts.to(dtype), dim=-1).transpose(0, 1)
+            t2i = g @ f.transpose(1, 2)  # (K, B, B): text i vs image j
+            positive = t2i.diagonal(dim1=1, dim2=2).unsqueeze(-1)  # (K, B, 1)
+            if self.margin_mode == 'fixed':
+                margin = t2i.new_tensor(self.margin_max)
+            else:
+                common = self.part_commonality(f.detach(), g.detach(), labels)
+                margin = (self.margin_max * (1.0 - common)).clamp(min=self.margin_min)
+            # Anchor-major in both directions: row i is the anchor, column j
+            # the negative; 'pair' margins are symmetric, 'sample' ones the
+            # anchor's.
+            hinge_t2i = (margin - positive + t2i).clamp(min=0.0)
+            hinge_i2t = (margin - positive + t2i.transpose(1, 2)).clamp(min=0.0)
+            loss = self._reduce(hinge_t2i, negative) + self._reduce(hinge_i2t, negative)
+        return self.loss_weight * loss
+
+
+__all__ = ['CommonalityMarginRankingLoss']

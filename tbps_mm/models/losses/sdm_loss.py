@@ -1,0 +1,103 @@
+"""``SDMLoss``: similarity distribution matching (IRRA, Jiang & Ye, CVPR 2023).
+
+For a batch of image / text embedding pairs with person labels, the loss is
+the KL divergence between the softmax of the scaled cosine similarities of
+one text to every image (and of one image to every text) and the
+identity-match distribution ``q(i, j) = [y_i = y_j] / sum_j [y_i = y_j]``,
+summed over both directions and averaged over the batch. Written by hand: no
+OpenMMLab package ships it; this follows IRRA's ``compute_sdm``.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tbps_mm.registry import MODELS
+
+
+@MODELS.register_module()
+class SDMLoss(nn.Module):
+    """Similarity distribution matching loss on coarse embeddings.
+
+    Args:
+        temperature (float): Softmax temperature tau (IRRA: 0.02, i.e. a
+            logit scale of 50). Defaults to 0.02.
+        learnable_temperature (bool): Learn ``log(1 / tau)`` (initialised
+            from ``temperature``, CLIP-style, clamped to a scale <= 100).
+            Defaults to False.
+        epsilon (float): Added to q before the log so that zero entries stay
+            finite. Defaults to 1e-8.
+        loss_weight (float): Multiplier of the loss. Defaults to 1.0.
+
+    Example:
+        >>> loss = SDMLoss()
+        >>> loss(torch.randn(4, 8), torch.randn(4, 8), torch.tensor([0, 0, 1, 2]))
+        tensor(...)
+    """
+
+    #: What the retriever feeds this loss: the coarse embeddings.
+    input_key = 'embed'
+
+    def __init__(
+        self,
+        temperature: float = 0.02,
+        learnable_temperature: bool = False,
+        epsilon: float = 1e-8,
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f'temperature must be > 0, got {temperature}')
+        log_scale = torch.tensor(math.log(1.0 / temperature))
+        if learnable_temperature:
+            self.log_logit_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer('log_logit_scale', log_scale, persistent=False)
+        self.epsilon = epsilon
+        self.loss_weight = loss_weight
+
+    @property
+    def logit_scale(self) -> Tensor:
+        """The current ``1 / tau`` (clamped to 100 as in CLIP)."""
+        return self.log_logit_scale.exp().clamp(max=100.0)
+
+    def forward(
+        self, image_embeds: Tensor, text_embeds: Tensor, labels: Tensor
+    ) -> Tensor:
+        """Compute the loss.
+
+        Args:
+            image_embeds (Tensor): (B, D) image embeddings (any norm).
+            text_embeds (Tensor): (B, D) text embeddings of the same pairs.
+            labels (Tensor): (B,) person labels.
+
+        Returns:
+            Tensor: The scalar loss.
+        """
+        if image_embeds.shape != text_embeds.shape or image_embeds.dim() != 2:
+            raise ValueError(
+                'SDMLoss expects image and text embeddings of one shape (B, D), '
+                f'got {tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}'
+            )
+        # In float32 even under AMP: epsilon = 1e-8 underflows in float16 and
+        # log(0) would turn the loss into inf / nan.
+        dtype = torch.promote_types(image_embeds.dtype, torch.float32)
+        with torch.autocast(device_type=image_embeds.device.type, enabled=False):
+            labels = labels.view(-1, 1)
+            match = (labels == labels.t()).to(dtype)
+            target = match / match.sum(dim=1, keepdim=True)
+            log_target = torch.log(target + self.epsilon)
+            image = F.normalize(image_embeds.to(dtype), dim=-1)
+            text = F.normalize(text_embeds.to(dtype), dim=-1)
+            t2i = self.logit_scale.to(dtype) * (text @ image.t())
+            loss = 0.0
+            for logits in (t2i, t2i.t()):
+                log_pred = F.log_softmax(logits, dim=1)
+                kl = log_pred.exp() * (log_pred - log_target)
+                loss = loss + kl.sum(dim=1).mean()
+        return self.loss_weight * loss
+
+
+__all__ = ['SDMLoss']

@@ -1,0 +1,327 @@
+"""Safe weight loading for tbps_mm models, with shape checks that name the keys.
+
+This module owns two things:
+
+* :func:`load_tbps_weights`: load a *weights-only* file (``.safetensors``, or a
+  state dict / ``{'state_dict': ...}`` that :func:`torch.load` reads with
+  ``weights_only=True``) into a model, refusing files that need full unpickling
+  and reporting missing, unexpected and mis-shaped keys by name;
+* :func:`install_shape_check`: load-state-dict hooks that make *every* load
+  path (``nn.Module.load_state_dict``, MMEngine's ``load_checkpoint`` used by
+  ``load_from`` and by ``init_cfg=dict(type='Pretrained')``) raise a
+  :class:`CheckpointMismatchError` for parameters whose shape does not fit,
+  where MMEngine alone would log a warning and leave those parameters at
+  their random initialisation.
+
+Written by hand because neither MMEngine nor torch offers it: torch raises on
+shape mismatches but MMEngine's loader (``strict=False``) only logs them, and
+neither reads safetensors files with a weights-only guarantee in one call.
+The checks run *after* a module's own load hooks, so adaptations such as
+MMPretrain's position-embedding resize still apply.
+"""
+
+import os.path as osp
+import pickle
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    'CheckpointMismatchError',
+    'install_shape_check',
+    'load_tbps_weights',
+    'read_weights_file',
+]
+
+_Mismatch = Tuple[str, Tuple[int, ...], Tuple[int, ...]]
+
+# Hints for the keys users most often get wrong, matched by substring.
+_KEY_HINTS = (
+    (
+        'classifier',
+        'the ID classifier has one row per training identity: set the ID '
+        "loss's num_classes to the checkpoint's identity count (or drop the "
+        "classifier with ignore_prefixes=('losses.',) for inference)",
+    ),
+    ('part_queries', 'the number of part queries (num_parts, K) differs'),
+    ('pos_embed', 'the image size / patch grid differs'),
+    ('token_embedding', 'the text vocabulary size differs'),
+    ('word_embeddings', 'the text vocabulary size differs'),
+)
+
+
+class CheckpointMismatchError(ValueError):
+    """Raised when a checkpoint's keys or shapes do not fit the model."""
+
+
+def _hint(key: str) -> str:
+    for pattern, hint in _KEY_HINTS:
+        if pattern in key:
+            return f'  ({hint})'
+    return ''
+
+
+def _format_mismatches(mismatches: Sequence[_Mismatch], source: str) -> str:
+    lines = [
+        f'checkpoint {source} does not fit the model: {len(mismatches)} '
+        'parameter(s) have a different shape (checkpoint vs model):'
+    ]
+    for key, ckpt_shape, model_shape in mismatches:
+        lines.append(
+            f'  {key}: {tuple(ckpt_shape)} vs {tuple(model_shape)}{_hint(key)}'
+        )
+    return '\n'.join(lines)
+
+
+def _format_keys(keys: Sequence[str], limit: int = 30) -> str:
+    shown = ', '.join(keys[:limit])
+    more = len(keys) - limit
+    return shown + (f', ... ({more} more)' if more > 0 else '')
+
+
+class _ShapeCheck:
+    """The load hooks of one model, sharing the mismatches of one load.
+
+    A plain object (not closures) so that a model carrying the hooks can
+    still be pickled or deep-copied.
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+        self.mismatches: List[_Mismatch] = []
+
+    def _report(self, module: nn.Module, found: List[_Mismatch]) -> None:
+        if self.active:
+            self.mismatches.extend(found)
+        elif found:
+            raise CheckpointMismatchError(
+                _format_mismatches(found, f'loaded into {type(module).__name__}')
+            )
+
+    def root_pre_hook(self, module, state_dict, prefix, *args) -> None:
+        """A load starting at the root: collect until its end."""
+        self.active = True
+        self.mismatches = []
+
+    def early_pre_hook(self, module, state_dict, prefix, *args) -> None:
+        """Before a module's own hooks, which may adapt a tensor's token count
+        (position-embedding resize) but not its rank or width: such misfits
+        are taken out so that those hooks do not fail obscurely."""
+        found = [
+            mismatch
+            for mismatch in _own_mismatches(module, state_dict, prefix)
+            if len(mismatch[1]) != len(mismatch[2])
+            or mismatch[1][-1:] != mismatch[2][-1:]
+        ]
+        for key, _, _ in found:
+            del state_dict[key]
+        self._report(module, found)
+
+    def module_pre_hook(self, module, state_dict, prefix, *args) -> None:
+        """After a module's own hooks: every remaining shape mismatch."""
+        self._report(module, _own_mismatches(module, state_dict, prefix))
+
+    def root_post_hook(self, module, incompatible_keys) -> None:
+        """The end of a load that started at the root: raise if anything."""
+        found, self.mismatches, self.active = self.mismatches, [], False
+        if found:
+            raise CheckpointMismatchError(
+                _format_mismatches(found, f'loaded into {type(module).__name__}')
+            )
+
+
+def _own_mismatches(
+    module: nn.Module, state_dict: Mapping, prefix: str
+) -> List[_Mismatch]:
+    """Shape mismatches between ``state_dict`` and ``module``'s own tensors."""
+    found = []
+    tensors = list(module._parameters.items()) + [
+        (name, buf)
+        for name, buf in module._buffers.items()
+        if name not in module._non_persistent_buffers_set
+    ]
+    for name, tensor in tensors:
+        key = prefix + name
+        if tensor is None or key not in state_dict:
+            continue
+        value = state_dict[key]
+        if isinstance(value, Tensor) and value.shape != tensor.shape:
+            found.append((key, tuple(value.shape), tuple(tensor.shape)))
+    return found
+
+
+def install_shape_check(model: nn.Module) -> nn.Module:
+    """Make every ``load_state_dict`` of ``model`` raise on shape mismatches.
+
+    A pre-hook on every submodule (registered after the submodule's own
+    hooks, so that e.g. position-embedding resizing happens first) compares
+    the incoming tensors with the module's parameters and persistent buffers;
+    for modules that have hooks of their own, tensors of another rank or
+    width are caught before those hooks run (they adapt token counts only).
+    Loads that start at ``model`` collect every mismatch and raise once at
+    the end; loads into a submodule alone (``init_cfg`` with ``prefix``)
+    raise at the first mismatched module. Calling it twice is harmless.
+
+    Args:
+        model (nn.Module): The model to protect.
+
+    Returns:
+        nn.Module: ``model`` itself.
+
+    Example:
+        >>> model = install_shape_check(nn.Linear(2, 3))
+        >>> model.load_state_dict({'weight': torch.zeros(4, 2)}, strict=False)
+        ... # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        CheckpointMismatchError: ... weight: (4, 2) vs (3, 2)
+    """
+    if getattr(model, '_tbps_shape_check', False):
+        return model
+    check = _ShapeCheck()
+    # The root's pre-hook must run before its own check, and it runs before
+    # any child is visited (both torch and MMEngine load parents first).
+    adapting = [m for m in model.modules() if m._load_state_dict_pre_hooks]
+    model.register_load_state_dict_pre_hook(check.root_pre_hook)
+    for module in model.modules():
+        if any(module is m for m in adapting):
+            handle = module.register_load_state_dict_pre_hook(check.early_pre_hook)
+            module._load_state_dict_pre_hooks.move_to_end(handle.id, last=False)
+        module.register_load_state_dict_pre_hook(check.module_pre_hook)
+    model.register_load_state_dict_post_hook(check.root_post_hook)
+    model._tbps_shape_check = True
+    return model
+
+
+def read_weights_file(path: str) -> Dict[str, Tensor]:
+    """Read a weights-only checkpoint file into a flat state dict.
+
+    ``.safetensors`` files are read with safetensors; anything else with
+    ``torch.load(..., weights_only=True)``, which refuses pickled code. A
+    ``{'state_dict': ...}`` wrapper (MMEngine checkpoints saved weights-only)
+    is unwrapped and a DDP ``module.`` prefix stripped.
+
+    Args:
+        path (str): The file.
+
+    Returns:
+        dict[str, Tensor]: The state dict.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointMismatchError: the file needs full unpickling or holds no
+            state dict.
+
+    Example:
+        >>> sd = read_weights_file('tbps_synth.safetensors')  # doctest: +SKIP
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint file "{path}" does not exist')
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file
+
+        return load_file(path, device='cpu')
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointMismatchError(
+            f'checkpoint file "{path}" is not weights-only: reading it would '
+            'unpickle arbitrary objects. Load MMEngine training checkpoints '
+            'through the Runner (load_from / resume); publish models with '
+            'torch.save(model.state_dict(), ...) or as .safetensors. '
+            f'torch said: {str(err).splitlines()[0]}'
+        ) from err
+    return _as_state_dict(obj, f'"{path}"')
+
+
+def _as_state_dict(obj, source: str) -> Dict[str, Tensor]:
+    if isinstance(obj, Mapping) and 'state_dict' in obj:
+        obj = obj['state_dict']
+    if not isinstance(obj, Mapping) or not all(
+        isinstance(v, Tensor) for v in obj.values()
+    ):
+        raise CheckpointMismatchError(
+            f'checkpoint {source} holds no state dict (expected a mapping of '
+            "parameter names to tensors, or {'state_dict': ...})"
+        )
+    return {(k[7:] if k.startswith('module.') else k): v for k, v in obj.items()}
+
+
+def _drop_prefixes(keys: Iterable[str], prefixes: Sequence[str]) -> List[str]:
+    return [k for k in keys if not any(k.startswith(p) for p in prefixes)]
+
+
+def load_tbps_weights(
+    model: nn.Module,
+    checkpoint: Union[str, Mapping[str, Tensor]],
+    strict: bool = True,
+    ignore_prefixes: Optional[Sequence[str]] = None,
+) -> Dict[str, List[str]]:
+    """Load weights-only ``checkpoint`` into ``model``; name every misfit.
+
+    Args:
+        model (nn.Module): The model (e.g. a built ``TBPSRetriever``).
+        checkpoint (str | Mapping[str, Tensor]): A ``.safetensors`` file, a
+            file that ``torch.load(weights_only=True)`` reads (a state dict or
+            ``{'state_dict': ...}``), or a state dict.
+        strict (bool): Raise when keys are missing or unexpected. Shape
+            mismatches always raise. Defaults to True.
+        ignore_prefixes (Sequence[str], optional): Keys starting with any of
+            these are dropped from both sides, e.g. ``('losses.',)`` to load
+            a model for inference whatever its ID classifier size.
+
+    Returns:
+        dict: ``missing_keys`` and ``unexpected_keys`` (empty when strict).
+
+    Raises:
+        CheckpointMismatchError: keys (strict) or shapes do not fit; the
+            message names the checkpoint and every offending key with both
+            shapes.
+
+    Example:
+        >>> load_tbps_weights(model, 'tbps_synth.safetensors',  # doctest: +SKIP
+        ...                   ignore_prefixes=('losses.',))
+    """
+    if isinstance(checkpoint, str):
+        source = f'"{checkpoint}"'
+        state_dict = read_weights_file(checkpoint)
+    else:
+        source = '(state dict)'
+        state_dict = _as_state_dict(checkpoint, source)
+    prefixes = tuple(ignore_prefixes or ())
+    if prefixes:
+        state_dict = {
+            k: state_dict[k] for k in _drop_prefixes(state_dict.keys(), prefixes)
+        }
+    expected = _drop_prefixes(
+        (k for k in model.state_dict() if not k.endswith('num_batches_tracked')),
+        prefixes,
+    )
+    given = [k for k in state_dict if not k.endswith('num_batches_tracked')]
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    if strict and (missing or unexpected):
+        lines = [f'checkpoint {source} does not fit the model:']
+        if missing:
+            lines.append(
+                f'  {len(missing)} key(s) missing from the checkpoint: '
+                + _format_keys(missing)
+            )
+        if unexpected:
+            lines.append(
+                f'  {len(unexpected)} unexpected key(s) in the checkpoint: '
+                + _format_keys(unexpected)
+            )
+        lines.append(
+            '  (does the config match the one the checkpoint was trained '
+            'with? e.g. num_parts, decoder layers, encoders, losses)'
+        )
+        raise CheckpointMismatchError('\n'.join(lines))
+    install_shape_check(model)
+    try:
+        model.load_state_dict(state_dict, strict=False)
+    except CheckpointMismatchError as err:
+        raise CheckpointMismatchError(
+            str(err).replace('loaded into', f'{source} loaded into', 1)
+        ) from None
+    return dict(missing_keys=missing, unexpected_keys=unexpected)

@@ -1,0 +1,137 @@
+"""The model and schedule base configs: they load, compose with the dataset
+bases, build, and say what they claim (variants, lr multipliers)."""
+
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
+from mmpretrain.structures import DataSample
+
+from tbps_mm.datasets.synthpedes.tokenizer import synthpedes_vocab
+from tbps_mm.registry import MODELS
+
+CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', '_base_')
+
+
+def _cfg(*parts) -> Config:
+    return Config.fromfile(osp.join(CONFIGS, *parts))
+
+
+def test_variants_differ_only_where_they_say():
+    paper = _cfg('models', 'partq_vit-b16_clip.py').model
+    assert paper.head.num_parts == 6 and set(paper.losses) == {'sdm', 'id', 'cmr'}
+    assert paper.image_encoder.img_size == (384, 128)
+    assert paper.image_encoder.layer_cfgs.act_cfg.type == 'mmpretrain.QuickGELU'
+    glob = _cfg('models', 'global_vit-b16_clip.py').model
+    assert glob.head.num_parts == 0 and glob.losses.cmr is None
+    fixed = _cfg('models', 'partq-fixed_vit-b16_clip.py').model
+    assert fixed.losses.cmr.margin_mode == 'fixed'
+    assert fixed.losses.cmr.margin_max == paper.losses.cmr.margin_max
+    r50 = _cfg('models', 'partq_r50_bert.py').model
+    assert (
+        r50.image_encoder.type == 'mmpretrain.ResNet'
+        and r50.head.image_in_channels == 2048
+    )
+
+
+def test_paper_config_without_weights_names_the_missing_folder(tmp_path):
+    cfg = _cfg('models', 'partq_vit-b16_clip.py')
+    model = cfg.model
+    model.text_encoder.pretrained = str(tmp_path / 'clip' / 'text_encoder')
+    with pytest.raises(FileNotFoundError, match='clip/text_encoder" does not exist'):
+        MODELS.build(model)
+
+
+def test_synth_quick_start_composition_builds_and_trains(tmp_path):
+    top = tmp_path / 'tbps_synth_test.py'
+    top.write_text(
+        '_base_ = [\n'
+        + ''.join(
+            f'    {osp.join(CONFIGS, *p)!r},\n'
+            for p in (
+                ('models', 'partq_vit-small_synth.py'),
+                ('datasets', 'synthpedes.py'),
+                ('schedules', 'synth_cpu.py'),
+                ('default_runtime.py',),
+            )
+        )
+        + ']\n'
+    )
+    cfg = Config.fromfile(str(top))
+    assert len(synthpedes_vocab()) <= cfg.text_vocab_size
+    assert cfg.text_max_length >= cfg.max_length
+    assert tuple(cfg.img_size) == tuple(cfg.img_scale)
+    init_default_scope('tbps_mm')
+    model = MODELS.build(cfg.model)
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    B, L = 4, cfg.max_length
+    ids = torch.randint(5, len(synthpedes_vocab()), (B, L))
+    inputs = dict(
+        images=torch.randn(B, 3, *cfg.img_size),
+        image_index=torch.arange(B),
+        text_ids=ids,
+        text_mask=torch.ones(B, L, dtype=torch.long),
+        text_index=torch.arange(B),
+    )
+    samples = [DataSample().set_gt_label(i) for i in range(B)]
+    losses = model(inputs, samples, mode='loss')
+    optim.update_params(sum(losses.values()))
+    assert set(losses) == {'loss_sdm', 'loss_id', 'loss_cmr'}
+
+
+def test_irra_schedule_multiplies_the_lr_of_new_modules():
+    sched = _cfg('schedules', 'irra_60e.py')
+    assert sched.optim_wrapper.type == 'AmpOptimWrapper'
+    assert [s.type for s in sched.param_scheduler] == ['LinearLR', 'CosineAnnealingLR']
+    cfg = _cfg('models', 'partq_vit-b16_clip.py').model
+    # A small stand-in with the paper config's module names (no weights).
+    cfg.image_encoder = dict(
+        type='VisionTransformer',
+        arch=dict(embed_dims=32, num_layers=1, num_heads=2, feedforward_channels=64),
+        img_size=(32, 16),
+        patch_size=16,
+        out_type='raw',
+    )
+    cfg.text_encoder = dict(
+        type='CLIPTextEncoder',
+        config=dict(
+            vocab_size=20,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            bos_token_id=18,
+            eos_token_id=19,
+        ),
+    )
+    cfg.head.update(
+        image_in_channels=32, text_in_channels=16, decoder_dims=16, num_heads=2
+    )
+    cfg.losses.id.num_classes = 3
+    model = MODELS.build(cfg)
+    # AmpOptimWrapper needs a GPU; the parameter groups are the same without.
+    wrapper_cfg = dict(sched.optim_wrapper, type='OptimWrapper')
+    wrapper_cfg.pop('loss_scale')
+    optim = build_optim_wrapper(model, wrapper_cfg)
+    lr = {}
+    for group in optim.optimizer.param_groups:
+        for param in group['params']:
+            lr[id(param)] = group['lr']
+    named = dict(model.named_parameters())
+    base = 1e-5
+    assert lr[id(named['head.part_queries'])] == pytest.approx(5 * base)
+    assert lr[id(named['head.decoder.0.cross_attn.q_proj.weight'])] == pytest.approx(
+        5 * base
+    )
+    assert lr[id(named['losses.id.classifier.weight'])] == pytest.approx(5 * base)
+    # Pretrained CLIP parts keep the base lr (biases x2, as in IRRA).
+    assert lr[id(named['head.image_coarse_proj.weight'])] == pytest.approx(base)
+    assert lr[id(named['image_encoder.layers.0.attn.qkv.weight'])] == pytest.approx(
+        base
+    )
+    assert lr[id(named['image_encoder.layers.0.attn.qkv.bias'])] == pytest.approx(
+        2 * base
+    )

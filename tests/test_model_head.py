@@ -1,0 +1,139 @@
+"""PartQueryDecoderHead and its attention: shapes, masks, slot competition,
+one shared parameter set for both modalities, global-only mode."""
+
+import pytest
+import torch
+from torch import nn
+
+from tbps_mm.models.heads import PartCrossAttention, PartQueryDecoderHead
+from tbps_mm.registry import MODELS
+
+
+def _head(**kwargs) -> PartQueryDecoderHead:
+    cfg = dict(
+        type='PartQueryDecoderHead',
+        image_in_channels=48,
+        text_in_channels=32,
+        embed_dims=24,
+        num_parts=3,
+        decoder_dims=16,
+        num_layers=2,
+        num_heads=2,
+    )
+    cfg.update(kwargs)
+    return MODELS.build(cfg)
+
+
+def _text(batch=3, length=7):
+    mask = (torch.arange(length)[None] < torch.tensor([[7], [4], [2]])[:batch]).long()
+    return torch.randn(batch, length, 32), torch.randn(batch, 32), mask
+
+
+@pytest.mark.parametrize('attention', ['cross', 'slot'])
+def test_output_shapes_and_attention_maps(attention):
+    torch.manual_seed(0)
+    head = _head(attention=attention)
+    img = head(torch.randn(2, 10, 48), torch.randn(2, 48), modality='image')
+    assert img['embed'].shape == (2, 24)
+    assert img['part_embeds'].shape == (2, 3, 24)
+    assert img['attn'].shape == (2, 3, 10)
+    torch.testing.assert_close(img['attn'].sum(-1), torch.ones(2, 3))
+    tokens, pooled, mask = _text()
+    txt = head(tokens, pooled, mask, modality='text')
+    assert txt['part_embeds'].shape == (3, 3, 24) and txt['attn'].shape == (3, 3, 7)
+    # Padding gets no attention; each query's map sums to 1 over real tokens.
+    assert txt['attn'][mask[:, None, :].expand(-1, 3, -1) == 0].abs().max() == 0
+    torch.testing.assert_close(txt['attn'].sum(-1), torch.ones(3, 3))
+    # Padding does not change the output: drop it and the result is the same.
+    short = head(tokens[2:, :2], pooled[2:], mask[2:, :2], modality='text')
+    torch.testing.assert_close(short['part_embeds'], txt['part_embeds'][2:])
+
+
+def test_slot_attention_makes_queries_compete_for_tokens():
+    attn = PartCrossAttention(2, 1, mode='cross')
+    slot = PartCrossAttention(2, 1, mode='slot')
+    for layer in (attn, slot):
+        with torch.no_grad():
+            for proj in (layer.q_proj, layer.k_proj):
+                proj.weight.copy_(torch.eye(2))
+                proj.bias.zero_()
+    scale = 2**0.5  # undo the 1/sqrt(d) scaling: logits A = [5, 0], B = [4, 0]
+    query = torch.tensor([[[5.0 * scale, 0.0], [4.0 * scale, 0.0]]])
+    tokens = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    _, cross_maps = attn(query, tokens)
+    _, slot_maps = slot(query, tokens)
+    # Ordinary attention: both queries look at token 0.
+    assert cross_maps[0].argmax(-1).tolist() == [0, 0]
+    # Slot attention: A wins token 0, so B moves to token 1.
+    assert slot_maps[0].argmax(-1).tolist() == [0, 1]
+    torch.testing.assert_close(slot_maps.sum(-1), torch.ones(1, 2))
+
+
+def test_decoder_is_one_parameter_set_shared_by_both_modalities():
+    torch.manual_seed(0)
+    head = _head()
+    names = [n for n, _ in head.named_parameters()]
+    # Per-modality: only the input and coarse projections.
+    per_modality = {n.split('.')[0] for n in names if n.startswith(('image_', 'text_'))}
+    assert per_modality == {
+        'image_token_proj',
+        'text_token_proj',
+        'image_coarse_proj',
+        'text_coarse_proj',
+    }
+    shared = dict(head.decoder.named_parameters())
+    assert head.part_queries.shape == (3, 16) and len(head.decoder) == 2
+    # The same tensors receive gradients from an image-only and a text-only loss.
+    grads = {}
+    for modality, (tokens, pooled, mask) in (
+        ('image', (torch.randn(2, 10, 48), torch.randn(2, 48), None)),
+        ('text', _text()),
+    ):
+        head.zero_grad()
+        head(tokens, pooled, mask, modality=modality)['part_embeds'].sum().backward()
+        grads[modality] = {n: p.grad.clone() for n, p in shared.items()}
+        assert head.part_queries.grad.abs().sum() > 0
+        assert head.part_proj.weight.grad.abs().sum() > 0
+    for name in shared:
+        assert grads['image'][name].abs().sum() > 0, name
+        assert grads['text'][name].abs().sum() > 0, name
+    # Changing one shared weight changes both modalities' part embeddings.
+    tokens_i, pooled_i = torch.randn(2, 10, 48), torch.randn(2, 48)
+    tokens_t, pooled_t, mask_t = _text()
+    before = (
+        head(tokens_i, pooled_i, modality='image')['part_embeds'],
+        head(tokens_t, pooled_t, mask_t, modality='text')['part_embeds'],
+    )
+    with torch.no_grad():
+        head.decoder[0].cross_attn.v_proj.weight.mul_(2)
+    after = (
+        head(tokens_i, pooled_i, modality='image')['part_embeds'],
+        head(tokens_t, pooled_t, mask_t, modality='text')['part_embeds'],
+    )
+    assert not torch.allclose(before[0], after[0])
+    assert not torch.allclose(before[1], after[1])
+
+
+def test_global_only_head():
+    head = _head(num_parts=0)
+    out = head(torch.randn(2, 10, 48), torch.randn(2, 48), modality='image')
+    assert out['embed'].shape == (2, 24)
+    assert out['part_embeds'].shape == (2, 0, 24) and out['attn'].shape == (2, 0, 10)
+    assert not any(isinstance(m, nn.MultiheadAttention) for m in head.modules())
+
+
+def test_coarse_projection_bias_option():
+    assert _head().image_coarse_proj.bias is None
+    assert _head(coarse_bias=True).text_coarse_proj.bias is not None
+
+
+def test_bad_inputs_are_clear_errors():
+    head = _head()
+    with pytest.raises(ValueError, match='image_in_channels=48'):
+        head(torch.randn(2, 10, 40), torch.randn(2, 40), modality='image')
+    with pytest.raises(ValueError, match='modality'):
+        head(torch.randn(2, 10, 48), torch.randn(2, 48), modality='audio')
+    with pytest.raises(ValueError, match='mask has shape'):
+        head(torch.randn(2, 7, 32), torch.randn(2, 32), torch.ones(2, 5), 'text')
+    with pytest.raises(ValueError, match='attention'):
+        _head(attention='hard')

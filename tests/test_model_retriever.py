@@ -1,0 +1,216 @@
+"""TBPSRetriever: loss / predict / tensor modes, gradients, encoders, the
+similarity, backbone adaptation and a real data-preprocessor batch."""
+
+import numpy as np
+import pytest
+import torch
+from mmengine.dataset import pseudo_collate
+from mmengine.optim import OptimWrapper
+from model_fixtures import (
+    EMBED,
+    NUM_PARTS,
+    captions,
+    images,
+    pair_batch,
+    tiny_retriever_cfg,
+)
+
+from tbps_mm.datasets.transforms import PackTBPSInputs
+from tbps_mm.registry import MODELS
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    return MODELS.build(tiny_retriever_cfg())
+
+
+def test_loss_keys_and_gradients_reach_every_part(model):
+    model.zero_grad()
+    inputs, samples = pair_batch(6)
+    losses = model(inputs, samples, mode='loss')
+    assert set(losses) == {'loss_sdm', 'loss_id', 'loss_cmr'}
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    params = dict(model.named_parameters())
+    for name in (
+        'head.part_queries',
+        'head.decoder.0.cross_attn.q_proj.weight',
+        'head.image_token_proj.0.weight',
+        'head.text_token_proj.0.weight',
+        'head.image_coarse_proj.weight',
+        'head.text_coarse_proj.weight',
+        'head.part_proj.weight',
+        'image_encoder.patch_embed.projection.weight',
+        'image_encoder.layers.0.attn.qkv.weight',
+        'text_encoder.model.embeddings.word_embeddings.weight',
+        'text_encoder.model.encoder.layer.0.attention.self.query.weight',
+        'losses.id.classifier.weight',
+    ):
+        grad = params[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_cmr_gradient_alone_reaches_part_queries_and_both_encoders(model):
+    model.zero_grad()
+    inputs, samples = pair_batch(6)
+    model(inputs, samples, mode='loss')['loss_cmr'].backward()
+    assert model.head.part_queries.grad.abs().sum() > 0
+    assert model.image_encoder.layers[1].attn.qkv.weight.grad.abs().sum() > 0
+    text_layer = model.text_encoder.model.encoder.layer[0]
+    assert text_layer.attention.self.query.weight.grad.abs().sum() > 0
+    # Coarse projections are not used by the part loss.
+    assert model.head.image_coarse_proj.weight.grad is None
+
+
+def test_encoders_return_normalised_embeddings_and_maps(model):
+    model.eval()
+    img = model.encode_image(images(3))
+    ids, mask = captions(3)
+    txt = model.encode_text(ids, mask)
+    assert img['embed'].shape == (3, EMBED) and txt['embed'].shape == (3, EMBED)
+    assert img['part_embeds'].shape == (3, NUM_PARTS, EMBED)
+    assert txt['part_embeds'].shape == (3, NUM_PARTS, EMBED)
+    for out in (img, txt):
+        torch.testing.assert_close(out['embed'].norm(dim=-1), torch.ones(3))
+        torch.testing.assert_close(
+            out['part_embeds'].norm(dim=-1), torch.ones(3, NUM_PARTS)
+        )
+    # 96x32 images, patch 16: a 6x2 grid of patch tokens (CLS excluded).
+    assert img['attn'].shape == (3, NUM_PARTS, 12) and img['attn_hw'] == (6, 2)
+    assert txt['attn'].shape == (3, NUM_PARTS, ids.shape[1])
+    # Extra trailing padding changes nothing but the maps' length.
+    padded = model.encode_text(
+        torch.cat([ids, torch.zeros(3, 5, dtype=ids.dtype)], 1),
+        torch.cat([mask, torch.zeros(3, 5, dtype=mask.dtype)], 1),
+    )
+    torch.testing.assert_close(padded['part_embeds'], txt['part_embeds'])
+    torch.testing.assert_close(padded['attn'][..., : ids.shape[1]], txt['attn'])
+    assert padded['attn'].shape[-1] == ids.shape[1] + 5
+    # s = s_coarse + lambda * mean_k s_k
+    sim = model.similarity(txt, img)
+    coarse = txt['embed'] @ img['embed'].t()
+    parts = torch.einsum('qkd,gkd->qgk', txt['part_embeds'], img['part_embeds'])
+    torch.testing.assert_close(sim, coarse + 0.5 * parts.mean(-1))
+    torch.testing.assert_close(model.similarity(txt, img, fusion_weight=0), coarse)
+
+
+def test_predict_image_only_text_only_and_mixed_batches(model):
+    model.eval()
+    gallery = dict(images=images(3), image_index=torch.arange(3), text_ids=None)
+    out = model(gallery, None, mode='predict')
+    assert len(out) == 3
+    assert out[0].img_embed.shape == (EMBED,)
+    assert out[0].img_part_embeds.shape == (NUM_PARTS, EMBED)
+    assert 'text_embed' not in out[0] and out[0].fusion_weight == 0.5
+    ids, mask = captions(4)
+    queries = dict(
+        images=None, text_ids=ids, text_mask=mask, text_index=torch.arange(4)
+    )
+    out = model(queries, None, mode='predict')
+    assert len(out) == 4 and out[3].text_part_embeds.shape == (NUM_PARTS, EMBED)
+    assert 'img_embed' not in out[3]
+    # Mixed: samples 0 and 2 are images, 1 and 3 captions.
+    mixed = dict(
+        images=images(2),
+        image_index=torch.tensor([0, 2]),
+        text_ids=ids[:2],
+        text_mask=mask[:2],
+        text_index=torch.tensor([1, 3]),
+    )
+    _, samples = pair_batch(4)
+    out = model(mixed, samples, mode='predict')
+    assert out is samples
+    assert 'img_embed' in out[0] and 'text_embed' not in out[0]
+    assert 'text_embed' in out[3] and 'img_embed' not in out[3]
+    torch.testing.assert_close(
+        out[1].text_embed, model.encode_text(ids[:1], mask[:1])['embed'][0]
+    )
+
+
+def test_tensor_mode(model):
+    inputs, _ = pair_batch(2)
+    out = model(inputs, mode='tensor')
+    assert set(out) == {
+        'img_embed',
+        'img_part_embeds',
+        'img_attn',
+        'text_embed',
+        'text_part_embeds',
+        'text_attn',
+    }
+
+
+def test_global_only_model_and_disabled_losses():
+    cfg = tiny_retriever_cfg(
+        head=dict(num_parts=0), losses=dict(cmr=None), fusion_weight=0.0
+    )
+    model = MODELS.build(cfg)
+    inputs, samples = pair_batch(4)
+    assert set(model(inputs, samples, mode='loss')) == {'loss_sdm', 'loss_id'}
+    model.eval()
+    out = model(inputs, samples, mode='predict')
+    assert out[0].img_part_embeds.shape == (0, EMBED)
+    with pytest.raises(ValueError, match='needs part outputs .* num_parts=0'):
+        MODELS.build(tiny_retriever_cfg(head=dict(num_parts=0)))
+
+
+def test_cnn_backbone_map_becomes_tokens():
+    cfg = tiny_retriever_cfg(head=dict(image_in_channels=512))
+    cfg['image_encoder'] = dict(type='mmpretrain.ResNet', depth=18, out_indices=(3,))
+    model = MODELS.build(cfg).eval()
+    out = model.encode_image(torch.randn(2, 3, 64, 32))
+    # ResNet stride 32: a 2x1 map -> 2 tokens, pooled = their mean.
+    assert out['attn'].shape == (2, NUM_PARTS, 2)
+    assert out['embed'].shape == (2, EMBED)
+
+
+def test_bad_configs_and_batches_are_clear_errors(model):
+    with pytest.raises(ValueError, match="out_type='cls_token'"):
+        MODELS.build(tiny_retriever_cfg(image_encoder=dict(out_type='cls_token')))
+    ids, mask = captions(2)
+    text_only = dict(
+        images=None, text_ids=ids, text_mask=mask, text_index=torch.arange(2)
+    )
+    _, samples = pair_batch(2)
+    with pytest.raises(ValueError, match='lacks images'):
+        model(text_only, samples, mode='loss')
+    with pytest.raises(ValueError, match='mode must be'):
+        model(text_only, samples, mode='train')
+
+
+def _packed_item(index: int, modality: str, label: int) -> dict:
+    rng = np.random.default_rng(index)
+    ids, mask = captions(1, seed=index)
+    item = dict(gt_label=label, sample_idx=index, image_id=index, person_id=label)
+    if modality in ('pair', 'image'):
+        item['img'] = rng.integers(0, 255, (96, 32, 3), dtype=np.uint8)
+        item['img_path'] = f'img_{index}.jpg'
+    if modality in ('pair', 'text'):
+        item.update(text='a person', text_ids=ids[0].numpy(), text_mask=mask[0].numpy())
+    item['modality'] = modality
+    return PackTBPSInputs()(item)
+
+
+def test_real_data_preprocessor_batches_run_through_train_and_val_steps():
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_retriever_cfg())
+    train = pseudo_collate([_packed_item(i, 'pair', i % 3) for i in range(4)])
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+    log = model.train_step(train, optim)
+    assert set(log) == {'loss', 'loss_sdm', 'loss_id', 'loss_cmr'}
+    model.eval()
+    mixed = pseudo_collate(
+        [
+            _packed_item(0, 'image', 0),
+            _packed_item(1, 'text', 1),
+            _packed_item(2, 'image', 1),
+        ]
+    )
+    out = model.val_step(mixed)
+    assert [('img_embed' in s, 'text_embed' in s) for s in out] == [
+        (True, False),
+        (False, True),
+        (True, False),
+    ]
+    assert out[1].gt_label.item() == 1 and out[1].fusion_weight == 0.5

@@ -137,3 +137,30 @@ def test_bad_inputs_are_clear_errors():
         head(torch.randn(2, 7, 32), torch.randn(2, 32), torch.ones(2, 5), 'text')
     with pytest.raises(ValueError, match='attention'):
         _head(attention='hard')
+
+
+def test_bn_neck_centres_embeddings_over_the_batch_and_stays_per_modality():
+    torch.manual_seed(0)
+    head = _head(embed_norm='bn')
+    # Nearly identical inputs: without the neck the embeddings are too.
+    base = torch.randn(1, 10, 48)
+    tokens = base + 0.01 * torch.randn(8, 10, 48)
+    pooled = tokens.mean(1)
+    plain = _head()(tokens, pooled, modality='image')
+    out = head(tokens, pooled, modality='image')
+    cos = lambda x: nn.functional.cosine_similarity(x[0], x[1], dim=-1)  # noqa: E731
+    assert cos(plain['embed']) > 0.99
+    assert abs(cos(out['embed'])) < 0.9
+    torch.testing.assert_close(out['embed'].mean(0), torch.zeros(24), atol=1e-4, rtol=0)
+    parts = out['part_embeds'].flatten(1)
+    torch.testing.assert_close(parts.mean(0), torch.zeros(3 * 24), atol=1e-4, rtol=0)
+    assert {
+        'image_coarse_norm',
+        'text_coarse_norm',
+        'image_part_norm',
+        'text_part_norm',
+    } <= {name for name, _ in head.named_children()}
+    head.eval()  # running statistics at test time: one sample works
+    assert head(tokens[:1], pooled[:1], modality='image')['embed'].shape == (1, 24)
+    with pytest.raises(ValueError, match='embed_norm'):
+        _head(embed_norm='ln')

@@ -214,3 +214,24 @@ def test_real_data_preprocessor_batches_run_through_train_and_val_steps():
         (True, False),
     ]
     assert out[1].gt_label.item() == 1 and out[1].fusion_weight == 0.5
+
+
+def test_image_pooling_mean_uses_patch_tokens_not_cls():
+    from model_fixtures import tiny_retriever_cfg as cfg_fn
+
+    torch.manual_seed(0)
+    cls_model = MODELS.build(cfg_fn())
+    mean_cfg = cfg_fn()
+    mean_cfg['image_pooling'] = 'mean'
+    mean_model = MODELS.build(mean_cfg)
+    mean_model.load_state_dict(cls_model.state_dict())
+    x = images(2)
+    feats = cls_model.image_encoder(x)[-1]
+    torch.testing.assert_close(cls_model._image_features(x)['pooled'], feats[:, 0])
+    torch.testing.assert_close(
+        mean_model._image_features(x)['pooled'], feats[:, 1:].mean(1)
+    )
+    bad = cfg_fn()
+    bad['image_pooling'] = 'max'
+    with pytest.raises(ValueError, match='image_pooling'):
+        MODELS.build(bad)

@@ -25,8 +25,12 @@ model = dict(
         out_type='raw',
         drop_path_rate=0.1,
     ),
+    # From scratch, the mean patch / token feature (not CLS) and a BN neck keep
+    # the coarse embeddings from collapsing early in training.
+    image_pooling='mean',
     text_encoder=dict(
         type='BertTextEncoder',
+        pooling='mean',
         config=dict(
             vocab_size=text_vocab_size,
             hidden_size=128,
@@ -48,6 +52,7 @@ model = dict(
         num_heads=4,
         attention='cross',
         coarse_bias=True,
+        embed_norm='bn',
     ),
     losses=dict(
         sdm=dict(type='SDMLoss', temperature=0.02),

@@ -23,6 +23,7 @@ from tbps_mm.registry import MODELS
 from .part_query_decoder_layer import ATTENTION_MODES, PartQueryDecoderLayer
 
 MODALITIES = ('image', 'text')
+EMBED_NORMS = (None, 'bn')
 
 
 @MODELS.register_module()
@@ -50,6 +51,13 @@ class PartQueryDecoderHead(BaseModule):
         coarse_bias (bool): Bias in the coarse projections. CLIP's
             projections have none, so the converted ones load only with
             False. Defaults to False.
+        embed_norm (str, optional): ``'bn'`` adds a per-modality
+            BatchNorm1d after the coarse and part projections (re-ID's
+            "BNNeck"). Trained from scratch, the embeddings of a batch
+            otherwise start nearly identical and the cross-modal losses
+            settle in that collapsed state; centring each dimension over the
+            batch keeps them apart. None for pretrained encoders. Defaults
+            to None.
         init_cfg (dict | list[dict], optional): MMEngine init config, e.g.
             ``dict(type='Pretrained', checkpoint=..., prefix='head.')``.
 
@@ -75,6 +83,7 @@ class PartQueryDecoderHead(BaseModule):
         attention: str = 'cross',
         dropout: float = 0.0,
         coarse_bias: bool = False,
+        embed_norm: Optional[str] = None,
         init_cfg: Optional[dict] = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -88,12 +97,20 @@ class PartQueryDecoderHead(BaseModule):
         self.embed_dims = embed_dims
         self.num_parts = num_parts
         self.attention = attention
+        if embed_norm not in EMBED_NORMS:
+            raise ValueError(
+                f'embed_norm must be one of {EMBED_NORMS}, got {embed_norm!r}'
+            )
+        self.embed_norm = embed_norm
         self.image_coarse_proj = nn.Linear(
             image_in_channels, embed_dims, bias=coarse_bias
         )
         self.text_coarse_proj = nn.Linear(
             text_in_channels, embed_dims, bias=coarse_bias
         )
+        if embed_norm == 'bn':
+            self.image_coarse_norm = nn.BatchNorm1d(embed_dims)
+            self.text_coarse_norm = nn.BatchNorm1d(embed_dims)
         if num_parts == 0:
             return
         # Per-modality projection into the shared decoder; the LayerNorm puts
@@ -118,6 +135,10 @@ class PartQueryDecoderHead(BaseModule):
         )
         self.part_norm = nn.LayerNorm(decoder_dims)
         self.part_proj = nn.Linear(decoder_dims, embed_dims)
+        if embed_norm == 'bn':
+            # One statistic per (part, dimension): parts differ in scale.
+            self.image_part_norm = nn.BatchNorm1d(num_parts * embed_dims)
+            self.text_part_norm = nn.BatchNorm1d(num_parts * embed_dims)
 
     def _check_inputs(
         self, tokens: Tensor, pooled: Tensor, mask: Optional[Tensor], modality: str
@@ -168,6 +189,8 @@ class PartQueryDecoderHead(BaseModule):
         B, N, _ = tokens.shape
         coarse_proj = getattr(self, f'{modality}_coarse_proj')
         embed = coarse_proj(pooled)
+        if self.embed_norm == 'bn':
+            embed = getattr(self, f'{modality}_coarse_norm')(embed)
         if self.num_parts == 0:
             return dict(
                 embed=embed,
@@ -180,6 +203,9 @@ class PartQueryDecoderHead(BaseModule):
         for layer in self.decoder:
             query, attn = layer(query, memory, mask)
         part_embeds = self.part_proj(self.part_norm(query))
+        if self.embed_norm == 'bn':
+            norm = getattr(self, f'{modality}_part_norm')
+            part_embeds = norm(part_embeds.flatten(1)).view_as(part_embeds)
         return dict(embed=embed, part_embeds=part_embeds, attn=attn)
 
 

@@ -31,6 +31,7 @@ from ..utils import install_shape_check
 
 LOSS_INPUTS = ('embed', 'part_embeds', 'attn')
 IMAGE_TOKENS = ('patch', 'all')
+IMAGE_POOLINGS = ('cls', 'mean')
 # Image encoder outputs that keep no token features (the decoder needs them).
 POOLED_OUT_TYPES = ('cls_token', 'avg_featmap')
 
@@ -62,6 +63,12 @@ class TBPSRetriever(BaseModel):
         image_tokens (str): For ViT-like encoders, which tokens the decoder
             sees: ``'patch'`` (the patch grid, so attention maps reshape to an
             image) or ``'all'`` (CLS too). Defaults to ``'patch'``.
+        image_pooling (str): For ViT-like encoders, the pooled feature the
+            coarse embedding is projected from: ``'cls'`` (the CLS token, as
+            CLIP) or ``'mean'`` (the mean patch token; from scratch, the CLS
+            token of a random ViT barely depends on the image and coarse
+            training collapses, while the mean patch token carries the
+            image's content from the first step). Defaults to ``'cls'``.
         data_preprocessor (dict | nn.Module, optional): Defaults to
             ``dict(type='TBPSDataPreprocessor')``.
         init_cfg (dict, optional): MMEngine init config.
@@ -92,6 +99,7 @@ class TBPSRetriever(BaseModel):
         losses: Optional[dict] = None,
         fusion_weight: float = 1.0,
         image_tokens: str = 'patch',
+        image_pooling: str = 'cls',
         data_preprocessor: Optional[Union[dict, nn.Module]] = None,
         init_cfg: Optional[dict] = None,
     ) -> None:
@@ -105,6 +113,11 @@ class TBPSRetriever(BaseModel):
                 f'image_tokens must be one of {IMAGE_TOKENS}, got {image_tokens!r}'
             )
         self.image_tokens = image_tokens
+        if image_pooling not in IMAGE_POOLINGS:
+            raise ValueError(
+                f'image_pooling must be one of {IMAGE_POOLINGS}, got {image_pooling!r}'
+            )
+        self.image_pooling = image_pooling
         self.fusion_weight = float(fusion_weight)
         self.image_encoder = _build(image_encoder)
         out_type = getattr(self.image_encoder, 'out_type', None)
@@ -160,7 +173,8 @@ class TBPSRetriever(BaseModel):
         if getattr(self.image_encoder, 'cls_token', None) is None:
             num_extra = 0
         patches = feats[:, num_extra:]
-        pooled = feats[:, 0] if num_extra else patches.mean(dim=1)
+        use_cls = num_extra and self.image_pooling == 'cls'
+        pooled = feats[:, 0] if use_cls else patches.mean(dim=1)
         tokens = feats if self.image_tokens == 'all' else patches
         return dict(tokens=tokens, pooled=pooled, hw=self._patch_grid(images, patches))
 

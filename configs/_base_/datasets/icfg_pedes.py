@@ -1,88 +1,17 @@
 # ICFG-PEDES (Ding et al., 2021) as published: imgs/ + ICFG-PEDES.json.
 # Folder layout and preparation: docs/datasets.md.
-# Edit data_root (or override it per loader with --cfg-options); the rest
-# follows the field's standard recipe (384x128, flip, pad + crop, erasing).
+# Edit data_root (or override it per loader with --cfg-options); the pipeline
+# is the field's standard recipe, in real_pedes_384x128.py.
+_base_ = './real_pedes_384x128.py'
+
 data_root = 'data/icfg_pedes'
-# The text encoder's tokenizer: a local folder. The default is the text-side
-# folder that tools/model_converters/clip_to_tbps.py writes next to the
-# weights the paper-style model config loads (data/pretrained/clip-vit-b16).
-tokenizer_dir = 'data/pretrained/clip-vit-b16/text_encoder'
-
 dataset_type = 'ICFGPEDES'
-img_scale = (384, 128)  # (H, W)
-max_length = 77  # CLIP's context length
-batch_size = 64
-num_workers = 4
-# Erased patches are filled with CLIP's mean colour, in BGR order like the
-# loaded images, so that they become ~0 after normalisation.
-erase_fill = (104, 117, 123)
-
-train_pipeline = [
-    dict(
-        type='ImagePipeline',
-        transforms=[
-            dict(type='LoadImageFromFile'),
-            dict(type='Resize', scale=(img_scale[1], img_scale[0])),  # (W, H)
-            dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-            dict(type='RandomCrop', crop_size=img_scale, padding=10),
-            dict(
-                type='RandomErasing',
-                erase_prob=0.5,
-                mode='const',
-                fill_color=erase_fill,
-            ),
-        ],
-    ),
-    dict(type='CleanCaption'),
-    dict(type='TokenizeCaption', tokenizer=tokenizer_dir, max_length=max_length),
-    dict(type='PackTBPSInputs'),
-]
-test_pipeline = [
-    dict(
-        type='ImagePipeline',
-        transforms=[
-            dict(type='LoadImageFromFile'),
-            dict(type='Resize', scale=(img_scale[1], img_scale[0])),
-        ],
-    ),
-    dict(type='CleanCaption'),
-    dict(type='TokenizeCaption', tokenizer=tokenizer_dir, max_length=max_length),
-    dict(type='PackTBPSInputs'),
-]
-
-train_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=num_workers,
-    persistent_workers=num_workers > 0,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(
-        type=dataset_type, data_root=data_root, split='train', pipeline=train_pipeline
-    ),
-)
-# Evaluation loaders visit the gallery images, then the caption queries.
 # ICFG-PEDES has no val split (it is published with train and test only), so
 # validation runs on 'test', as the field does: the checkpoint kept as "best"
 # is then selected on the test split. Say so when you report numbers.
+
+train_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root))
 val_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=num_workers,
-    persistent_workers=num_workers > 0,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(
-        type=dataset_type, data_root=data_root, split='test', pipeline=test_pipeline
-    ),
+    dataset=dict(type=dataset_type, data_root=data_root, split='test')
 )
-test_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=num_workers,
-    persistent_workers=num_workers > 0,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(
-        type=dataset_type, data_root=data_root, split='test', pipeline=test_pipeline
-    ),
-)
-val_evaluator = dict(type='TBPSRetrievalMetric')
-test_evaluator = dict(type='TBPSRetrievalMetric')
+test_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root))

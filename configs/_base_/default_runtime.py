@@ -13,7 +13,8 @@ default_hooks = dict(
         interval=1,
         max_keep_ckpts=2,
         save_best='t2i/R1',
-        rule='greater'),
+        rule='greater',
+    ),
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )
 

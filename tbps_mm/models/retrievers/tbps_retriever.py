@@ -268,8 +268,10 @@ class TBPSRetriever(BaseModel):
         sim = query['embed'] @ gallery['embed'].t()
         num_parts = query['part_embeds'].shape[1]
         if num_parts and weight:
-            parts = torch.einsum(
-                'qkd,gkd->qg', query['part_embeds'], gallery['part_embeds']
+            # One 2-D matmul over flattened parts (sum_k <q_k, g_k>): einsum
+            # copied the whole (G, K, D) gallery for every call.
+            parts = (
+                query['part_embeds'].flatten(1) @ gallery['part_embeds'].flatten(1).t()
             )
             sim = sim + weight * parts / num_parts
         return sim

@@ -1,0 +1,10 @@
+# Ablation rows "K parts" (issue 7): the quick-start model (configs/tbps_synth.py,
+# K = 4) with another number of shared part queries. K is the config variable
+# `num_parts` below; set it per run with
+#   --cfg-options model.head.num_parts=K
+# (benchmarks/ablation.py does so for K in {2, 6, 8}). Everything else, the
+# commonality-margin loss included, is the full method.
+_base_ = ['../tbps_synth.py']
+
+num_parts = 4
+model = dict(head=dict(num_parts=num_parts))

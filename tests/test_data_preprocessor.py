@@ -141,3 +141,34 @@ def test_outputs_follow_the_preprocessor_device():
     for key in ('images', 'image_index', 'text_ids', 'text_mask', 'text_index'):
         assert inputs[key].device.type == 'meta', key
     assert out['data_samples'][0].gt_label.device.type == 'meta'
+
+
+def _padded_text_item(idx, length):
+    """A caption item of ``length`` real tokens padded to L + 4 with zeros."""
+    ids = torch.zeros(L + 4, dtype=torch.long)
+    ids[:length] = torch.arange(length) + 5
+    mask = (ids != 0).long()
+    results = dict(sample_idx=idx, gt_label=idx, text=f'caption {idx}')
+    results.update(text_ids=ids.numpy(), text_mask=mask.numpy())
+    return PackTBPSInputs()(results)
+
+
+def test_trailing_padding_columns_are_trimmed_and_outputs_unchanged():
+    from model_fixtures import tiny_retriever_cfg
+
+    batch = _batch([_padded_text_item(0, 3), _padded_text_item(1, 5)])
+    trimmed = TBPSDataPreprocessor()(batch)['inputs']
+    full = TBPSDataPreprocessor(trim_text=False)(batch)['inputs']
+    # Only the columns that are padding in every caption go.
+    assert trimmed['text_ids'].shape == (2, 5)
+    assert full['text_ids'].shape == (2, L + 4)
+    assert torch.equal(trimmed['text_ids'], full['text_ids'][:, :5])
+    assert torch.equal(trimmed['text_mask'], full['text_mask'][:, :5])
+    model = MODELS.build(tiny_retriever_cfg()).eval()
+    with torch.no_grad():
+        a = model.encode_text(trimmed['text_ids'], trimmed['text_mask'])
+        b = model.encode_text(full['text_ids'], full['text_mask'])
+    torch.testing.assert_close(a['embed'], b['embed'], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        a['part_embeds'], b['part_embeds'], atol=1e-5, rtol=1e-5
+    )

@@ -61,6 +61,11 @@ class TBPSDataPreprocessor(BaseDataPreprocessor):
         to_rgb (bool): Convert the loaded BGR images to RGB. Defaults to True.
         non_blocking (bool): Non-blocking host-to-device copies.
             Defaults to False.
+        trim_text (bool): Drop the trailing token columns that are padding in
+            every caption of the batch. The text encoders mask padding, so
+            their outputs do not change; the text side just costs less when
+            captions are shorter than the pipeline's ``max_length``.
+            Defaults to True.
 
     Example:
         >>> model_cfg = dict(type='TBPSRetriever',
@@ -73,6 +78,7 @@ class TBPSDataPreprocessor(BaseDataPreprocessor):
         std: Sequence[float] = CLIP_STD,
         to_rgb: bool = True,
         non_blocking: bool = False,
+        trim_text: bool = True,
     ) -> None:
         super().__init__(non_blocking=non_blocking)
         if len(mean) != 3 or len(std) != 3:
@@ -83,6 +89,7 @@ class TBPSDataPreprocessor(BaseDataPreprocessor):
         if min(std) <= 0:
             raise ValueError(f'TBPSDataPreprocessor: std must be positive, got {std}.')
         self.to_rgb = to_rgb
+        self.trim_text = trim_text
         self.register_buffer(
             'mean', torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), False
         )
@@ -126,8 +133,12 @@ class TBPSDataPreprocessor(BaseDataPreprocessor):
                 'for the same samples.'
             )
         images = self._batch_images([imgs[i] for i in image_index], image_index)
-        text_ids = self._stack([ids[i] for i in text_index], 'text_ids', text_index)
-        text_mask = self._stack([masks[i] for i in text_index], 'text_mask', text_index)
+        text_ids = [ids[i] for i in text_index]
+        text_mask = [masks[i] for i in text_index]
+        if self.trim_text:
+            text_ids, text_mask = self._trim(text_ids, text_mask)
+        text_ids = self._stack(text_ids, 'text_ids', text_index)
+        text_mask = self._stack(text_mask, 'text_mask', text_index)
         return dict(
             inputs=dict(
                 images=images,
@@ -153,6 +164,17 @@ class TBPSDataPreprocessor(BaseDataPreprocessor):
             if value is not None:
                 return len(value)
         raise ValueError('TBPSDataPreprocessor: the batch has no inputs.')
+
+    @staticmethod
+    def _trim(ids: List[torch.Tensor], masks: List[torch.Tensor]) -> tuple:
+        """Cut the token columns after the batch's last real token (host side)."""
+        if not masks or any(m.dim() != 1 for m in masks):
+            return ids, masks  # _stack reports odd shapes
+        real = [torch.as_tensor(m).nonzero() for m in masks]
+        length = max((int(r.max()) + 1 for r in real if len(r)), default=0)
+        if length == 0:
+            return ids, masks
+        return [t[:length] for t in ids], [m[:length] for m in masks]
 
     def _stack(
         self, tensors: List[torch.Tensor], key: str, index: List[int]
@@ -191,4 +213,6 @@ class TBPSDataPreprocessor(BaseDataPreprocessor):
     def extra_repr(self) -> str:
         mean = [round(v, 2) for v in self.mean.flatten().tolist()]
         std = [round(v, 2) for v in self.std.flatten().tolist()]
-        return f'mean={mean}, std={std}, to_rgb={self.to_rgb}'
+        return (
+            f'mean={mean}, std={std}, to_rgb={self.to_rgb}, trim_text={self.trim_text}'
+        )

@@ -169,6 +169,4 @@ def test_trailing_padding_columns_are_trimmed_and_outputs_unchanged():
         a = model.encode_text(trimmed['text_ids'], trimmed['text_mask'])
         b = model.encode_text(full['text_ids'], full['text_mask'])
     torch.testing.assert_close(a['embed'], b['embed'], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(
-        a['part_embeds'], b['part_embeds'], atol=1e-5, rtol=1e-5
-    )
+    torch.testing.assert_close(a['part_embeds'], b['part_embeds'], atol=1e-5, rtol=1e-5)

@@ -1,0 +1,73 @@
+# The CPU quick-start model for SynthPedes (configs/tbps_synth.py): a slim
+# ResNet (ResNet-18 blocks, 32 base channels, 3 stages) and a small BERT-style
+# text encoder, both randomly initialised, K = 4 shared part queries,
+# SDM + ID + CMR.
+#
+# Why a CNN and not the small ViT (partq_vit-small_synth.py): from scratch, on
+# 4,000 training images and a 15-minute CPU budget, the convolution's locality
+# prior learns colours and garments per body region several times faster
+# than patch attention (docs/benchmarks_accuracy.md, "Choosing the quick-start
+# model"). The third stage's 8x3 feature map at 128x48 gives the 24 image
+# tokens the part queries attend over, like the ViT's patch grid.
+#
+# text_vocab_size must cover the SynthPedes tokenizer (<data_root>/tokenizer,
+# 219 tokens, [PAD] = 0); captions must fit in text_max_length tokens.
+img_size = (128, 48)
+text_vocab_size = 256
+text_max_length = 64
+num_classes = 1000  # SynthPedes 'small' train identities
+num_parts = 4
+embed_dims = 256
+image_channels = 128  # the third stage's width: 32 base channels x 4
+
+model = dict(
+    type='TBPSRetriever',
+    data_preprocessor=dict(type='TBPSDataPreprocessor'),
+    image_encoder=dict(
+        type='mmpretrain.ResNet',
+        depth=18,
+        stem_channels=32,
+        base_channels=32,
+        num_stages=3,
+        strides=(1, 2, 2),  # with the stem's /4: an 8x3 map at 128x48
+        dilations=(1, 1, 1),
+        out_indices=(2,),
+    ),
+    text_encoder=dict(
+        type='BertTextEncoder',
+        pooling='mean',
+        config=dict(
+            vocab_size=text_vocab_size,
+            hidden_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=512,
+            max_position_embeddings=text_max_length,
+            pad_token_id=0,
+        ),
+    ),
+    head=dict(
+        type='PartQueryDecoderHead',
+        image_in_channels=image_channels,
+        text_in_channels=128,
+        embed_dims=embed_dims,
+        num_parts=num_parts,
+        decoder_dims=128,
+        num_layers=2,
+        num_heads=4,
+        attention='cross',
+        coarse_bias=True,
+        # From scratch, a per-modality BN neck keeps the coarse embeddings
+        # from collapsing onto one vector early in training.
+        embed_norm='bn',
+    ),
+    losses=dict(
+        # A learnable temperature, CLIP-style from 0.07: IRRA's fixed 0.02 is
+        # tuned for CLIP-initialised encoders and starves a random model of
+        # gradient from all but its hardest pairs.
+        sdm=dict(type='SDMLoss', temperature=0.07, learnable_temperature=True),
+        id=dict(type='IDLoss', in_channels=embed_dims, num_classes=num_classes),
+        cmr=dict(type='CommonalityMarginRankingLoss'),
+    ),
+    fusion_weight=1.0,
+)

@@ -1,4 +1,4 @@
-# Recipe: partq_resnet18-w32-s3_bert-small_1xb64-adamw-cos-10e_synthpedes-small-128x48
+# Recipe: partq_resnet18-w32-s3_bert-small_1xb64-adamw-cos-9e_synthpedes-small-128x48
 #
 # The embedded default and the README's quick start: the full method (shared
 # part queries, SDM + ID + commonality-margin ranking) with a slim ResNet and

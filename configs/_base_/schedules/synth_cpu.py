@@ -1,7 +1,7 @@
 # The CPU quick-start schedule (SynthPedes, models trained from scratch):
-# AdamW at a from-scratch learning rate, a one-epoch linear warm-up, cosine
+# AdamW at a from-scratch learning rate (2e-3), a one-epoch linear warm-up, cosine
 # decay, gradient clipping, full precision, validation at the end only.
-max_epochs = 10
+max_epochs = 9
 # Batch size 64 is the dataset config's `batch_size` (bases may not repeat keys).
 train_cfg = dict(
     type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs

@@ -24,7 +24,7 @@ Written by hand (nothing in the stack does this); Spearman from scipy.
 
 Example:
     python benchmarks/commonality_sanity.py configs/tbps_synth.py \\
-        work_dirs/tbps_synth/epoch_10.pth
+        work_dirs/tbps_synth/epoch_9.pth
 """
 
 import argparse

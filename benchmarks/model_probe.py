@@ -98,7 +98,7 @@ def train(model, items: List[dict], args) -> List[Dict[str, float]]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
         scheduler.step()
-        history.append({k: float(v) for k, v in losses.items()})
+        history.append({k: v.item() for k, v in losses.items()})
         if (step + 1) % args.log_every == 0:
             recent = history[-args.log_every :]
             means = ' '.join(
@@ -134,7 +134,7 @@ def evaluate(model, items: List[dict], chunk: int = 128) -> Dict[str, Dict]:
     rows = {'t2i': model.similarity(query, gallery)}
     rows['t2i-coarse'] = model.similarity(query, gallery, fusion_weight=0.0)
     if query['part_embeds'].shape[1]:
-        parts = model.similarity(query, gallery, 1.0) - rows["t2i-coarse"]
+        parts = model.similarity(query, gallery, 1.0) - rows['t2i-coarse']
         rows['t2i-parts'] = parts
     return {k: rank_metrics(v, q_labels, g_labels) for k, v in rows.items()}
 
@@ -154,9 +154,7 @@ def main(argv=None) -> int:
     history = train(model, train_items, args)
     train_s = time.perf_counter() - start
     metrics = evaluate(model, test_items)
-    final = {
-        k: float(np.mean([h[k] for h in history[-50:]])) for k in history[-1]
-    }
+    final = {k: float(np.mean([h[k] for h in history[-50:]])) for k in history[-1]}
     table = [
         [task, *(f'{m[k]:.2f}' for k in ('R1', 'R5', 'R10', 'mAP'))]
         for task, m in metrics.items()
@@ -167,8 +165,10 @@ def main(argv=None) -> int:
         f'training {train_s:.0f} s ({train_s / args.steps:.2f} s/step)\n'
     )
     print(markdown_table(['task', 'R@1', 'R@5', 'R@10', 'mAP'], table))
-    print('\nmean losses, last 50 steps: ' + ', '.join(
-        f'{k} {v:.3f}' for k, v in final.items()))
+    print(
+        '\nmean losses, last 50 steps: '
+        + ', '.join(f'{k} {v:.3f}' for k, v in final.items())
+    )
     if args.out:
         write_json(
             args.out,

@@ -24,7 +24,7 @@ Written by hand: MMPretrain / MMEngine have no attention-vs-mask analysis.
 
 Example:
     python benchmarks/part_localisation.py configs/tbps_synth.py \\
-        work_dirs/tbps_synth/epoch_10.pth
+        work_dirs/tbps_synth/epoch_9.pth
 """
 
 import argparse

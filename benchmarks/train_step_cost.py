@@ -31,8 +31,8 @@ Two questions, answered from the configs as users run them:
 
 Models (``--models``):
 
-- ``synth``: ``configs/tbps_synth.py`` (the quick-start: ViT-Small-like 4-layer
-  ViT at 128x48, 2-layer BERT, K = 4), batch 64;
+- ``synth``: ``configs/tbps_synth.py`` (the quick start: a slim 3-stage
+  ResNet at 128x48, 2-layer BERT, K = 4), batch 64;
 - ``clip-b16``: ``configs/tbps_cuhk.py``'s paper-style model (CLIP ViT-B/16 at
   384x128 + the CLIP text transformer shape, K = 6), random init, on the CPU
   at a small batch (``--clip-batch``, default 8); full and global-only only,

@@ -45,14 +45,17 @@ def test_paper_config_without_weights_names_the_missing_folder(tmp_path):
         MODELS.build(model)
 
 
-def test_synth_quick_start_composition_builds_and_trains(tmp_path):
+@pytest.mark.parametrize(
+    'model_file', ['partq_resnet-small_synth.py', 'partq_vit-small_synth.py']
+)
+def test_synth_quick_start_composition_builds_and_trains(tmp_path, model_file):
     top = tmp_path / 'tbps_synth_test.py'
     top.write_text(
         '_base_ = [\n'
         + ''.join(
             f'    {osp.join(CONFIGS, *p)!r},\n'
             for p in (
-                ('models', 'partq_vit-small_synth.py'),
+                ('models', model_file),
                 ('datasets', 'synthpedes.py'),
                 ('schedules', 'synth_cpu.py'),
                 ('default_runtime.py',),
@@ -80,6 +83,11 @@ def test_synth_quick_start_composition_builds_and_trains(tmp_path):
     losses = model(inputs, samples, mode='loss')
     optim.update_params(sum(losses.values()))
     assert set(losses) == {'loss_sdm', 'loss_id', 'loss_cmr'}
+    # Both image encoders give the part queries an 8x3 grid of tokens.
+    with torch.no_grad():
+        out = model.eval().encode_image(inputs['images'])
+    assert tuple(out['attn_hw']) == (8, 3)
+    assert out['attn'].shape == (B, cfg.num_parts, 24)
 
 
 def test_irra_schedule_multiplies_the_lr_of_new_modules():

@@ -165,6 +165,31 @@ def test_cnn_backbone_map_becomes_tokens():
     assert out['embed'].shape == (2, EMBED)
 
 
+def test_channels_last_cnn_gives_the_same_outputs_and_keeps_its_layout():
+    cfg = tiny_retriever_cfg(head=dict(image_in_channels=128))
+    cfg['image_encoder'] = dict(
+        type='mmpretrain.ResNet',
+        depth=18,
+        base_channels=16,
+        stem_channels=16,
+        num_stages=3,
+        strides=(1, 2, 2),
+        dilations=(1, 1, 1),
+        out_indices=(2,),
+    )
+    torch.manual_seed(0)
+    plain = MODELS.build(cfg).eval()
+    fast = MODELS.build(dict(cfg, channels_last=True)).eval()
+    fast.load_state_dict(plain.state_dict())
+    conv = fast.image_encoder.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        a, b = plain.encode_image(x), fast.encode_image(x)
+    for key in ('embed', 'part_embeds', 'attn'):
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+
+
 def test_bad_configs_and_batches_are_clear_errors(model):
     with pytest.raises(ValueError, match="out_type='cls_token'"):
         MODELS.build(tiny_retriever_cfg(image_encoder=dict(out_type='cls_token')))

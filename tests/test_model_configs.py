@@ -1,6 +1,7 @@
 """The model and schedule base configs: they load, compose with the dataset
 bases, build, and say what they claim (variants, lr multipliers)."""
 
+import os
 import os.path as osp
 
 import pytest
@@ -45,10 +46,20 @@ def test_paper_config_without_weights_names_the_missing_folder(tmp_path):
         MODELS.build(model)
 
 
+SYNTH_LOSSES = {'loss_sdm', 'loss_id', 'loss_cmr'}
+
+
 @pytest.mark.parametrize(
-    'model_file', ['partq_resnet-small_synth.py', 'partq_vit-small_synth.py']
+    'model_file, expected_losses',
+    [
+        # The quick-start model adds the part diversity loss.
+        ('partq_resnet-small_synth.py', SYNTH_LOSSES | {'loss_div'}),
+        ('partq_vit-small_synth.py', SYNTH_LOSSES),
+    ],
 )
-def test_synth_quick_start_composition_builds_and_trains(tmp_path, model_file):
+def test_synth_quick_start_composition_builds_and_trains(
+    tmp_path, model_file, expected_losses
+):
     top = tmp_path / 'tbps_synth_test.py'
     top.write_text(
         '_base_ = [\n'
@@ -82,7 +93,7 @@ def test_synth_quick_start_composition_builds_and_trains(tmp_path, model_file):
     samples = [DataSample().set_gt_label(i) for i in range(B)]
     losses = model(inputs, samples, mode='loss')
     optim.update_params(sum(losses.values()))
-    assert set(losses) == {'loss_sdm', 'loss_id', 'loss_cmr'}
+    assert set(losses) == expected_losses
     # Both image encoders give the part queries an 8x3 grid of tokens.
     with torch.no_grad():
         out = model.eval().encode_image(inputs['images'])
@@ -143,3 +154,17 @@ def test_irra_schedule_multiplies_the_lr_of_new_modules():
     assert lr[id(named['image_encoder.layers.0.attn.qkv.bias'])] == pytest.approx(
         2 * base
     )
+
+
+ABLATIONS = osp.join(osp.dirname(CONFIGS), 'ablations')
+
+
+@pytest.mark.parametrize(
+    'name', sorted(f for f in os.listdir(ABLATIONS) if f.endswith('.py'))
+)
+def test_every_ablation_config_builds_its_model(name):
+    cfg = Config.fromfile(osp.join(ABLATIONS, name))
+    init_default_scope('tbps_mm')
+    model = MODELS.build(cfg.model)
+    # A loss that needs part outputs on a K = 0 head fails at build time.
+    assert model.losses and 'sdm' in model.losses

@@ -166,7 +166,8 @@ def test_cnn_backbone_map_becomes_tokens():
 
 
 def test_channels_last_cnn_gives_the_same_outputs_and_keeps_its_layout():
-    cfg = tiny_retriever_cfg(head=dict(image_in_channels=128))
+    # 3 ResNet-18 stages from 16 base channels: a 64-channel map.
+    cfg = tiny_retriever_cfg(head=dict(image_in_channels=64))
     cfg['image_encoder'] = dict(
         type='mmpretrain.ResNet',
         depth=18,

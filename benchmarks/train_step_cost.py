@@ -227,7 +227,8 @@ def synthetic_batch(
 def batch_for(cfg, batch: int, seed: int = 0) -> dict:
     """A synthetic batch shaped for the model of ``cfg``."""
     model = cfg.model
-    img_hw = model.image_encoder.img_size
+    # A ViT names its input size; a CNN takes the dataset config's crop size.
+    img_hw = model.image_encoder.get('img_size') or cfg.img_scale
     text = model.text_encoder.get('config', {})
     text_len = text.get('max_position_embeddings', 77)
     vocab = text.get('vocab_size', 49408)

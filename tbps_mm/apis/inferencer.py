@@ -541,8 +541,11 @@ class TBPSInferencer:
                 'not "patch"), so it cannot be drawn over the image'
             )
         score = float(self.model.similarity(text, image)[0, 0])
-        ids = item['inputs']['text_ids'].numpy()
-        mask = item['inputs']['text_mask'].numpy().astype(bool)
+        text_attn = text['attn'][0].float().cpu().numpy()  # (K, L)
+        # The data preprocessor may have cut trailing padding columns.
+        length = text_attn.shape[1]
+        ids = item['inputs']['text_ids'].numpy()[:length]
+        mask = item['inputs']['text_mask'].numpy().astype(bool)[:length]
         keep = mask.copy()
         words: List[str] = []
         if self._tokenize is not None:
@@ -553,7 +556,6 @@ class TBPSInferencer:
             words = [t.replace('</w>', '') for t in tokens]
         else:
             words = [str(i) for i in ids[keep].tolist()]
-        text_attn = text['attn'][0].float().cpu().numpy()  # (K, L)
         return dict(
             caption=query,
             image_path=image_path,

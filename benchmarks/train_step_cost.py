@@ -137,7 +137,8 @@ def variant_cfg(model_cfg, variant: str):
     for name, loss in list(cfg.losses.items()):
         if loss is None:
             continue
-        if getattr(MODELS.get(loss['type']), 'input_key', 'embed') != 'embed':
+        default = getattr(MODELS.get(loss['type']), 'input_key', 'embed')
+        if loss.get('input_key', default) != 'embed':
             cfg.losses[name] = None  # a loss on part outputs
     if variant == 'global-only':
         cfg.head.num_parts = 0

@@ -95,6 +95,52 @@ def test_encoders_return_normalised_embeddings_and_maps(model):
     torch.testing.assert_close(model.similarity(txt, img, fusion_weight=0), coarse)
 
 
+def test_fused_embedding_dot_product_is_the_test_time_score(model):
+    model.eval()
+    img = model.encode_image(images(3))
+    txt = model.encode_text(*captions(4))
+    for weight in (None, 0.0, 2.0):
+        fused = model.fused_embed(txt, weight) @ model.fused_embed(img, weight).t()
+        torch.testing.assert_close(fused, model.similarity(txt, img, weight))
+    # Unnormalised head outputs give the same vector: it normalises first.
+    raw = model._embed_image(images(3))
+    torch.testing.assert_close(model.fused_embed(raw), model.fused_embed(img))
+    assert model.fused_embed(img, 0.0).shape == (3, EMBED)
+
+
+def test_sdm_on_the_fused_embedding_trains_coarse_and_part_branches():
+    cfg = tiny_retriever_cfg(
+        losses=dict(
+            id=None,
+            cmr=None,
+            sdm=dict(type='SDMLoss', input_key='fused_embed'),
+        )
+    )
+    model = MODELS.build(cfg)
+    inputs, samples = pair_batch(6)
+    model(inputs, samples, mode='loss')['loss_sdm'].backward()
+    assert model.head.part_queries.grad.abs().sum() > 0
+    assert model.head.image_coarse_proj.weight.grad.abs().sum() > 0
+    # Without parts the fused embedding is the coarse one.
+    plain = MODELS.build(
+        tiny_retriever_cfg(head=dict(num_parts=0), losses=dict(id=None, cmr=None))
+    )
+    fused = MODELS.build(
+        tiny_retriever_cfg(
+            head=dict(num_parts=0),
+            losses=dict(id=None, cmr=None, sdm=dict(input_key='fused_embed')),
+        )
+    )
+    fused.load_state_dict(plain.state_dict())
+    fused.eval(), plain.eval()  # the same (running) BN statistics and no dropout
+    torch.testing.assert_close(
+        fused(inputs, samples, mode='loss')['loss_sdm'],
+        plain(inputs, samples, mode='loss')['loss_sdm'],
+    )
+    with pytest.raises(ValueError, match='input_key must be one of'):
+        MODELS.build(dict(type='SDMLoss', input_key='part_embeds'))
+
+
 def test_predict_image_only_text_only_and_mixed_batches(model):
     model.eval()
     gallery = dict(images=images(3), image_index=torch.arange(3), text_ids=None)

@@ -16,10 +16,12 @@ from torch import Tensor, nn
 
 from tbps_mm.registry import MODELS
 
+INPUT_KEYS = ('embed', 'fused_embed')
+
 
 @MODELS.register_module()
 class SDMLoss(nn.Module):
-    """Similarity distribution matching loss on coarse embeddings.
+    """Similarity distribution matching loss on coarse (or fused) embeddings.
 
     Args:
         temperature (float): Softmax temperature tau (IRRA: 0.02, i.e. a
@@ -30,6 +32,11 @@ class SDMLoss(nn.Module):
         epsilon (float): Added to q before the log so that zero entries stay
             finite. Defaults to 1e-8.
         loss_weight (float): Multiplier of the loss. Defaults to 1.0.
+        input_key (str): The retriever output it is fed: ``'embed'`` (the
+            coarse embeddings) or ``'fused_embed'`` (coarse and part
+            embeddings in one vector whose dot product is the test-time
+            fused score, ``TBPSRetriever.fused_embed``). Defaults to
+            ``'embed'``.
 
     Example:
         >>> loss = SDMLoss()
@@ -37,17 +44,21 @@ class SDMLoss(nn.Module):
         tensor(...)
     """
 
-    #: What the retriever feeds this loss: the coarse embeddings.
-    input_key = 'embed'
-
     def __init__(
         self,
         temperature: float = 0.02,
         learnable_temperature: bool = False,
         epsilon: float = 1e-8,
         loss_weight: float = 1.0,
+        input_key: str = 'embed',
     ) -> None:
         super().__init__()
+        if input_key not in INPUT_KEYS:
+            raise ValueError(
+                f'input_key must be one of {INPUT_KEYS}, got {input_key!r}'
+            )
+        #: What the retriever feeds this loss.
+        self.input_key = input_key
         if temperature <= 0:
             raise ValueError(f'temperature must be > 0, got {temperature}')
         log_scale = torch.tensor(math.log(1.0 / temperature))

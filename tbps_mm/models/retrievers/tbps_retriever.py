@@ -29,7 +29,7 @@ from tbps_mm.registry import MODELS
 
 from ..utils import install_shape_check
 
-LOSS_INPUTS = ('embed', 'part_embeds', 'attn')
+LOSS_INPUTS = ('embed', 'part_embeds', 'attn', 'fused_embed')
 IMAGE_TOKENS = ('patch', 'all')
 IMAGE_POOLINGS = ('cls', 'mean')
 # Image encoder outputs that keep no token features (the decoder needs them).
@@ -153,7 +153,7 @@ class TBPSRetriever(BaseModel):
                     f'loss "{name}" ({type(loss).__name__}) declares input_key='
                     f'{key!r}; tbps_mm losses take one of {LOSS_INPUTS}'
                 )
-            if key != 'embed' and self.num_parts == 0:
+            if key in ('part_embeds', 'attn') and self.num_parts == 0:
                 raise ValueError(
                     f'loss "{name}" ({type(loss).__name__}) needs part outputs but '
                     'the head has num_parts=0: remove the loss or add parts'
@@ -256,6 +256,33 @@ class TBPSRetriever(BaseModel):
             caption tokens (zero on padding).
         """
         return self._normalised(self._embed_text(text_ids, text_mask))
+
+    def fused_embed(self, out: Dict, fusion_weight: Optional[float] = None) -> Tensor:
+        """One vector per sample whose dot products are the test-time score.
+
+        ``[f, sqrt(lambda / K) f^1, ..., sqrt(lambda / K) f^K]`` over the
+        L2-normalised coarse and part embeddings, so that
+        ``<fused(g), fused(f)> = s_coarse + lambda * mean_k s_k``, the score
+        :meth:`similarity` ranks by. A loss with ``input_key='fused_embed'``
+        (e.g. ``SDMLoss(input_key='fused_embed')``) thus trains the fused
+        ranking itself rather than each term on its own.
+
+        Args:
+            out (dict): Head output with ``embed`` (B, D) and ``part_embeds``
+                (B, K, D), normalised or not.
+            fusion_weight (float, optional): lambda; defaults to the model's.
+
+        Returns:
+            Tensor: (B, D * (1 + K)); (B, D) when K = 0 or lambda = 0.
+        """
+        weight = self.fusion_weight if fusion_weight is None else fusion_weight
+        embed = F.normalize(out['embed'], dim=-1)
+        parts = out['part_embeds']
+        num_parts = parts.shape[1]
+        if not (num_parts and weight):
+            return embed
+        parts = F.normalize(parts, dim=-1) * (weight / num_parts) ** 0.5
+        return torch.cat([embed, parts.flatten(1)], dim=1)
 
     def similarity(
         self, query: Dict, gallery: Dict, fusion_weight: Optional[float] = None
@@ -369,6 +396,9 @@ class TBPSRetriever(BaseModel):
             )
         image = self._embed_image(inputs['images'])
         text = self._embed_text(inputs['text_ids'], inputs['text_mask'])
+        if any(loss.input_key == 'fused_embed' for loss in self.losses.values()):
+            image['fused_embed'] = self.fused_embed(image)
+            text['fused_embed'] = self.fused_embed(text)
         labels = self._labels(data_samples, image_index, image['embed'].device)
         return {
             f'loss_{name}': loss(image[loss.input_key], text[loss.input_key], labels)

@@ -1,5 +1,6 @@
-"""Losses. Each declares ``input_key``: the head output the retriever feeds it
-(``'embed'``, ``'part_embeds'`` or ``'attn'``), as ``loss(image, text, labels)``."""
+"""Losses. Each declares ``input_key``: the retriever output it is fed
+(``'embed'``, ``'part_embeds'``, ``'attn'`` or ``'fused_embed'``), as
+``loss(image, text, labels)``."""
 
 from .commonality_margin_ranking_loss import CommonalityMarginRankingLoss
 from .id_loss import IDLoss

@@ -1,7 +1,7 @@
 # The CPU quick-start model for SynthPedes (configs/tbps_synth.py): a slim
 # ResNet (ResNet-18 blocks, 32 base channels, 3 stages) and a small BERT-style
 # text encoder, both randomly initialised, K = 4 shared part queries,
-# SDM + ID + CMR.
+# SDM (coarse and fused) + ID + CMR (4 hardest negatives) + part diversity.
 #
 # Why a CNN and not the small ViT (partq_vit-small_synth.py): from scratch, on
 # 4,000 training images and a 15-minute CPU budget, the convolution's locality
@@ -71,10 +71,24 @@ model = dict(
         # gradient from all but its hardest pairs.
         sdm=dict(type='SDMLoss', temperature=0.07, learnable_temperature=True),
         id=dict(type='IDLoss', in_channels=embed_dims, num_classes=num_classes),
-        cmr=dict(type='CommonalityMarginRankingLoss'),
+        # Averaged over every negative, the hinge is met for nearly all of
+        # them within a few hundred steps (loss ~0.015) and the part branch
+        # stops learning; the 4 hardest negatives per anchor keep it working.
+        cmr=dict(type='CommonalityMarginRankingLoss', negatives=4),
         # Without it the K queries start alike, get alike gradients and stay
         # one attention map (docs/benchmarks_accuracy.md, part localisation).
         div=dict(type='PartDiversityLoss'),
+        # SDM on the fused embedding (TBPSRetriever.fused_embed): trains the
+        # score the test ranks by, s_coarse + lambda * mean_k s_k, so the
+        # parts learn what the coarse embedding misses. Without it the two
+        # branches make the same mistakes and fusing them adds nothing
+        # (docs/benchmarks_accuracy.md, "Why the parts did not pay off").
+        sdm_fused=dict(
+            type='SDMLoss',
+            temperature=0.07,
+            learnable_temperature=True,
+            input_key='fused_embed',
+        ),
     ),
     fusion_weight=1.0,
 )

@@ -13,7 +13,14 @@ and seeds) and prints the statement with its numbers:
 - the full model's numbers and the gain over global-only, with the spread;
 - a verdict on each half: below saturation means R@1 at most
   ``--saturation`` (default 80), "does better" means a gain larger than the
-  two rows' summed standard deviations.
+  two rows' summed standard deviations;
+- when ``benchmarks/attribute_probe.py`` has written its result
+  (``--attribute-probe``, default ``benchmarks/results/attribute_probe.json``),
+  the direct check that caption attributes are recoverable from the images:
+  the probe's mean per-attribute test accuracy against the majority-class
+  baseline, the attributes it reads no better than that baseline, and the
+  R@1 of retrieval by its predicted attributes against the global-only model
+  and the oracle.
 
 Optionally ``--work-dirs LABEL=WORK_DIR ...`` adds single runs (e.g. the full
 quick-start run of ``tools/train.py configs/tbps_synth.py --test``), read from
@@ -23,6 +30,8 @@ Example:
     python benchmarks/synthpedes_difficulty.py
     python benchmarks/synthpedes_difficulty.py \
         --work-dirs quick-start=work_dirs/tbps_synth
+    python benchmarks/attribute_probe.py \
+        --out benchmarks/results/attribute_probe.json
 """
 
 import argparse
@@ -97,12 +106,51 @@ def difficulty_statement(
     return lines
 
 
+def attribute_statement(probe: Dict, summary: Dict) -> List[str]:
+    """The recoverability half from ``attribute_probe.py``'s result."""
+    attrs = probe['per_attribute']
+    accuracy = sum(a['accuracy'] for a in attrs.values()) / len(attrs)
+    majority = sum(a['majority'] for a in attrs.values()) / len(attrs)
+    # Within 1 point of always answering the most frequent value.
+    unread = sorted(n for n, a in attrs.items() if a['accuracy'] < a['majority'] + 1)
+    retrieval = probe['retrieval']
+    lines = [
+        f'Attribute probe ({probe["steps"]} steps, the quick-start image encoder '
+        f'from scratch): mean test accuracy {accuracy:.1f} % over '
+        f'{len(attrs)} attributes against {majority:.1f} % for the '
+        'majority class; '
+        + (
+            'every attribute is read above its majority baseline.'
+            if not unread
+            else 'at or near the majority baseline: ' + ', '.join(unread) + '.'
+        )
+    ]
+    glob_ = row_numbers(summary, 'global')
+    versus = (
+        f' against {glob_["t2i/R1"][0]:.1f} for the global-only model'
+        if glob_ is not None
+        else ''
+    )
+    lines.append(
+        "Retrieval by the probe's predicted attributes (the captions' mentioned "
+        f'attributes from the generator): R@1 {retrieval["probe"]["R1"]:.1f}'
+        f'{versus}; with the true attributes (oracle) '
+        f'{retrieval["oracle"]["R1"]:.1f}.'
+    )
+    return lines
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
         '--ablation',
         default=osp.join(RESULTS, 'ablation.json'),
         help="benchmarks/ablation.py's summary JSON",
+    )
+    parser.add_argument(
+        '--attribute-probe',
+        default=osp.join(RESULTS, 'attribute_probe.json'),
+        help="benchmarks/attribute_probe.py's result JSON (skipped if absent)",
     )
     parser.add_argument(
         '--saturation',
@@ -139,7 +187,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
         extra[label] = find_test_metrics(work_dir)
     print('SynthPedes small, test split (200 identities, 800 images, 1600 queries)\n')
-    for line in difficulty_statement(summary, args.saturation, extra):
+    lines = difficulty_statement(summary, args.saturation, extra)
+    if osp.isfile(args.attribute_probe):
+        with open(args.attribute_probe) as f:
+            lines += attribute_statement(json.load(f), summary)
+    else:
+        lines.append(
+            f'no attribute probe result at {args.attribute_probe}: run '
+            'benchmarks/attribute_probe.py --out ' + args.attribute_probe
+        )
+    for line in lines:
         print(line + '\n')
     return 0
 

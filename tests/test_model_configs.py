@@ -53,7 +53,7 @@ SYNTH_LOSSES = {'loss_sdm', 'loss_id', 'loss_cmr'}
     'model_file, expected_losses',
     [
         # The quick-start model adds the part diversity loss.
-        ('partq_resnet-small_synth.py', SYNTH_LOSSES | {'loss_div'}),
+        ('partq_resnet-small_synth.py', SYNTH_LOSSES | {'loss_div', 'loss_sdm_fused'}),
         ('partq_vit-small_synth.py', SYNTH_LOSSES),
     ],
 )

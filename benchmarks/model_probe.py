@@ -150,6 +150,10 @@ def main(argv=None) -> int:
     train_items, test_items = load_split(cfg, 'train'), load_split(cfg, 'test')
     load_s = time.perf_counter() - start
     model = MODELS.build(cfg.model)
+    # As MMEngine's Runner does: backbones apply their init_cfg here (until
+    # this call the probe trained MMPretrain ResNets from PyTorch's default
+    # initialisation, unlike every full run).
+    model.init_weights()
     start = time.perf_counter()
     history = train(model, train_items, args)
     train_s = time.perf_counter() - start

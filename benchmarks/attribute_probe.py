@@ -232,6 +232,7 @@ def main(argv=None) -> int:
     _, test_labels, test_ids = attribute_labels(attrs, test_paths)
 
     encoder = MODELS.build(cfg.model.image_encoder)
+    encoder.init_weights()  # as the Runner initialises it in a full run
     with torch.no_grad():
         feats = encoder(train_images[:2])
     feats = feats[-1] if isinstance(feats, (tuple, list)) else feats

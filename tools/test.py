@@ -33,7 +33,7 @@ from tbps_mm.engine import (
     setup_distributed,
     teardown_distributed,
 )
-from tbps_mm.evaluation import TBPSRetrievalMetric
+from tbps_mm.evaluation import TBPSRetrievalMetric, format_retrieval_table
 from tbps_mm.visualization import draw_ranked_list
 
 
@@ -212,10 +212,9 @@ def main(argv=None) -> int:
     setup_distributed(cfg, args.launcher)
     try:
         runner = build_runner(cfg)
-        # TBPSRetrievalMetric has logged the table; printing it again here
-        # showed every result twice.
         metrics = runner.test()
         if is_main_process():
+            print(format_retrieval_table(metrics))
             metric = find_metric(runner)
             ranked = metric.ranked_results if metric is not None else None
             if ranked is not None and (args.out or args.show_dir):

@@ -39,7 +39,6 @@ Example:
 
 import argparse
 import json
-import math
 import os.path as osp
 import sys
 import time
@@ -50,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from _common import machine_info, markdown_table, write_json
 from mmengine.registry import init_default_scope
+from model_probe import lr_factor
 from PIL import Image
 from torch import Tensor, nn
 
@@ -133,13 +133,6 @@ class AttributeProbe(nn.Module):
         feats = self.encoder(images)
         feats = (feats[-1] if isinstance(feats, (tuple, list)) else feats).flatten(1)
         return {a: head(feats) for a, head in self.heads.items()}
-
-
-def lr_factor(step: int, steps: int) -> float:
-    warm = max(1, min(100, steps // 5))
-    if step < warm:
-        return (step + 1) / warm
-    return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
 
 
 def train_probe(

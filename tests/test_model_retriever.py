@@ -106,6 +106,8 @@ def test_fused_embedding_dot_product_is_the_test_time_score(model):
     raw = model._embed_image(images(3))
     torch.testing.assert_close(model.fused_embed(raw), model.fused_embed(img))
     assert model.fused_embed(img, 0.0).shape == (3, EMBED)
+    with pytest.raises(ValueError, match='fusion_weight >= 0'):
+        model.fused_embed(img, -1.0)
 
 
 def test_sdm_on_the_fused_embedding_trains_coarse_and_part_branches():

@@ -276,6 +276,9 @@ class TBPSRetriever(BaseModel):
             Tensor: (B, D * (1 + K)); (B, D) when K = 0 or lambda = 0.
         """
         weight = self.fusion_weight if fusion_weight is None else fusion_weight
+        if weight < 0:
+            # sqrt(lambda / K) has no real value: no single vector can give it.
+            raise ValueError(f'fused_embed needs fusion_weight >= 0, got {weight}')
         embed = F.normalize(out['embed'], dim=-1)
         parts = out['part_embeds']
         num_parts = parts.shape[1]

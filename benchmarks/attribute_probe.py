@@ -61,6 +61,22 @@ from tbps_mm.registry import DATASETS, MODELS
 NOT_APPLICABLE = 'n/a'
 
 
+def class_index(vocab: Dict[str, List[str]], identity: Dict, attribute: str) -> int:
+    """The class of an identity's attribute (an absent item's colour: n/a)."""
+    return vocab[attribute].index(identity[attribute] or NOT_APPLICABLE)
+
+
+def person_id(rel_path: str) -> int:
+    """The identity of ``<split>/<id>/<file>.jpg``."""
+    return int(osp.basename(osp.dirname(rel_path)))
+
+
+def encoder_features(encoder: nn.Module, images: Tensor) -> Tensor:
+    """The encoder's last output (a CNN's map, a ViT's tokens), flattened."""
+    feats = encoder(images)
+    return (feats[-1] if isinstance(feats, (tuple, list)) else feats).flatten(1)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument(
@@ -109,12 +125,9 @@ def attribute_labels(
         a: [*attrs['values'][a], *([NOT_APPLICABLE] if a in absent else [])]
         for a in names
     }
-    person_ids = [int(osp.basename(osp.dirname(p))) for p in paths]
+    person_ids = [person_id(p) for p in paths]
     labels = torch.tensor(
-        [
-            [vocab[a].index(by_id[pid][a] or NOT_APPLICABLE) for a in names]
-            for pid in person_ids
-        ]
+        [[class_index(vocab, by_id[pid], a) for a in names] for pid in person_ids]
     )
     return vocab, labels, person_ids
 
@@ -130,8 +143,7 @@ class AttributeProbe(nn.Module):
         )
 
     def forward(self, images: Tensor) -> Dict[str, Tensor]:
-        feats = self.encoder(images)
-        feats = (feats[-1] if isinstance(feats, (tuple, list)) else feats).flatten(1)
+        feats = encoder_features(self.encoder, images)
         return {a: head(feats) for a, head in self.heads.items()}
 
 
@@ -185,17 +197,15 @@ def caption_queries(
     by_id = {ident['id']: ident for ident in attrs['identities']}
     queries, labels = [], []
     for rel in paths:
-        pid = int(osp.basename(osp.dirname(rel)))
+        pid = person_id(rel)
         for mentioned in attrs['images'][rel]['mentions']:
-            queries.append(
-                {a: vocab[a].index(by_id[pid][a] or NOT_APPLICABLE) for a in mentioned}
-            )
+            queries.append({a: class_index(vocab, by_id[pid], a) for a in mentioned})
             labels.append(pid)
     return queries, labels
 
 
 def query_scores(queries: List[Dict[str, int]], log_probs: Dict[str, Tensor]) -> Tensor:
-    """(Q, G) summed log-probabilities of each query's attribute values."""
+    """(Q, G) sums over each query's attributes of ``log_probs[a][:, value]``."""
     scores = torch.zeros(len(queries), next(iter(log_probs.values())).shape[0])
     for q, query in enumerate(queries):
         for a, value in query.items():
@@ -227,9 +237,8 @@ def main(argv=None) -> int:
     encoder = MODELS.build(cfg.model.image_encoder)
     encoder.init_weights()  # as the Runner initialises it in a full run
     with torch.no_grad():
-        feats = encoder(train_images[:2])
-    feats = feats[-1] if isinstance(feats, (tuple, list)) else feats
-    model = AttributeProbe(encoder, feats[0].numel(), vocab)
+        feat_dims = encoder_features(encoder, train_images[:2]).shape[1]
+    model = AttributeProbe(encoder, feat_dims, vocab)
     start = time.perf_counter()
     losses = train_probe(model, train_images, train_labels, args)
     train_s = time.perf_counter() - start
@@ -251,13 +260,15 @@ def main(argv=None) -> int:
     retrieval = dict(
         probe=rank_metrics(query_scores(queries, log_probs), query_ids, test_ids)
     )
-    # The oracle: count of mentioned attributes each image's identity has.
-    # Scores are integers, so subtracting 0.5 from the correct images puts
-    # them below every tie (the optimistic "1 + #higher" rank would not).
-    true_scores = torch.zeros(len(queries), len(test_paths))
-    for q, query in enumerate(queries):
-        for a, value in query.items():
-            true_scores[q] += (test_labels[:, names.index(a)] == value).float()
+    # The oracle scores with one-hot true labels in place of log-probabilities:
+    # the count of mentioned attributes each image's identity has. Scores are
+    # integers, so subtracting 0.5 from the correct images puts them below
+    # every tie (the optimistic "1 + #higher" rank would not).
+    one_hot = {
+        a: F.one_hot(test_labels[:, i], len(vocab[a])).float()
+        for i, a in enumerate(names)
+    }
+    true_scores = query_scores(queries, one_hot)
     match = torch.tensor(query_ids)[:, None] == torch.tensor(test_ids)[None, :]
     retrieval['oracle'] = rank_metrics(
         true_scores - 0.5 * match.float(), query_ids, test_ids

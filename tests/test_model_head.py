@@ -49,6 +49,46 @@ def test_output_shapes_and_attention_maps(attention):
     torch.testing.assert_close(short['part_embeds'], txt['part_embeds'][2:])
 
 
+def _reference_attention(layer, query, tokens, mask):
+    """Textbook multi-head attention: keys and values of every token formed."""
+    B, K, C = query.shape
+    h, dh = layer.num_heads, layer.head_dims
+    q = layer.q_proj(query).view(B, K, h, dh).transpose(1, 2)
+    k = layer.k_proj(tokens).view(B, -1, h, dh).transpose(1, 2)
+    v = layer.v_proj(tokens).view(B, -1, h, dh).transpose(1, 2)
+    logits = q @ k.transpose(-2, -1) * dh**-0.5
+    valid = mask[:, None, None, :].bool()
+    if layer.mode == 'cross':
+        weights = logits.masked_fill(~valid, float('-inf')).softmax(-1)
+    else:
+        weights = logits.softmax(-2) * valid
+        weights = weights / (weights.sum(-1, keepdim=True) + layer.eps)
+    out = (weights @ v).transpose(1, 2).reshape(B, K, C)
+    return layer.out_proj(out), weights.mean(1)
+
+
+@pytest.mark.parametrize('mode', ['cross', 'slot'])
+def test_factored_attention_equals_textbook_attention(mode):
+    # The layer never forms keys and values (it projects the queries into
+    # token space instead); outputs, maps and gradients must not change.
+    torch.manual_seed(0)
+    layer = PartCrossAttention(16, 4, mode=mode).double()
+    with torch.no_grad():  # nonzero biases: the slot mode keeps q . b_k
+        for proj in (layer.k_proj, layer.v_proj):
+            proj.bias.normal_()
+    query = torch.randn(3, 5, 16, dtype=torch.double, requires_grad=True)
+    tokens = torch.randn(3, 7, 16, dtype=torch.double, requires_grad=True)
+    mask = (torch.arange(7)[None] < torch.tensor([[7], [4], [2]])).long()
+    out, maps = layer(query, tokens, mask)
+    ref_out, ref_maps = _reference_attention(layer, query, tokens, mask)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(maps, ref_maps)
+    grads = torch.autograd.grad(out.square().sum(), [query, tokens])
+    ref_grads = torch.autograd.grad(ref_out.square().sum(), [query, tokens])
+    for grad, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref)
+
+
 def test_slot_attention_makes_queries_compete_for_tokens():
     attn = PartCrossAttention(2, 1, mode='cross')
     slot = PartCrossAttention(2, 1, mode='slot')

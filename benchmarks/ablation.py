@@ -11,6 +11,8 @@ one change, at one budget, from scratch):
 ``k6``      ... K = 6
 ``k8``      ... K = 8
 ``slot``    the full method with slot-style (competitive) attention
+``layers1`` the full method with a 1-layer part decoder (the step-cost
+            lever of docs/benchmarks.md; the quick start has 2)
 =========  ==============================================================
 
 Each run is ``tools/train.py CONFIG --test --no-validate --work-dir ...
@@ -77,6 +79,11 @@ ROWS: Dict[str, tuple] = {
         ['model.head.num_parts=8'],
     ),
     'slot': ('full, slot attention', 'configs/ablations/synth_slot.py', []),
+    'layers1': (
+        'full, 1 decoder layer',
+        'configs/tbps_synth.py',
+        ['model.head.num_layers=1'],
+    ),
 }
 
 # Table column -> metric key in the test JSON.

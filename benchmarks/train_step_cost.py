@@ -14,15 +14,21 @@ Two questions, answered from the configs as users run them:
 
    A step is MMEngine's ``model.train_step`` (data preprocessor, forward,
    losses, backward, the config's optimizer wrapper step with its gradient
-   clipping) on a synthetic batch in the collated format of the data loader
-   (uint8 images, token ids with random caption lengths, random identity
-   labels). The variants run in the same process, interleaved step by step
+   clipping) on one batch. For ``synth`` it is a real batch: the first one of
+   the config's train dataloader over a generated SynthPedes, so captions
+   have their real lengths (the preprocessor trims the padding every caption
+   of a batch shares, and the text side's cost follows the longest caption).
+   For ``clip-b16``, and for ``synth`` with ``--synthetic-batch``, it is a
+   synthetic batch in the loader's collated format (uint8 images, token ids
+   with caption lengths drawn between half and all of the text encoder's
+   maximum, so the longest is about the maximum; random identity labels).
+   The variants run in the same process, interleaved step by step
    (so that load drift on a shared machine hits them alike) after warm-up
    steps; the table gives the median step time and the overhead over
    global-only. Target (issue 7): decoder + L_CMR add at most 15 %.
 
-2. **Is data loading the bottleneck?** A small SynthPedes set is generated into
-   a temporary folder and the config's train dataloader (its pipeline,
+2. **Is data loading the bottleneck?** The same generated SynthPedes set
+   (in a temporary folder) feeds the config's train dataloader (its pipeline,
    batch size and ``num_workers``) is built with MMEngine's
    ``Runner.build_dataloader`` and iterated; its samples/s are compared with
    the full model's samples/s (batch / median step time). The two are
@@ -40,13 +46,16 @@ Models (``--models``):
 
 Usage:
     python benchmarks/train_step_cost.py [--models synth clip-b16] \\
-        [--steps 10] [--warmup 2] [--loader-ids 300] [--out results.json]
+        [--steps 10] [--warmup 2] [--loader-ids 300] [--synthetic-batch] \\
+        [--out results.json]
 
 Example output (shape only; recorded numbers live in docs/benchmarks.md)::
 
-    | model | variant | batch | median step s | overhead vs global-only | samples/s |
-    |:--|:--|--:|--:|--:|--:|
-    | synth | full | 64 | ... | +...% | ... |
+    | model | variant | batch | batch source | longest caption | params | ...
+    |:--|:--|--:|:--|--:|--:| ...
+    | synth | full | 64 | SynthPedes train loader | ... | ... | ...
+
+    (then the median step s, the overhead vs global-only and samples/s)
 """
 
 import argparse
@@ -65,6 +74,7 @@ from _common import (
     quiet_mmengine,
     write_json,
 )
+from mmengine.config import DictAction
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -96,11 +106,16 @@ MODELS_TO_RUN = {
 VARIANTS = ('global-only', 'parts', 'full')
 
 
-def load_config(name: str):
+def load_config(name: str, cfg_options: Optional[dict] = None):
     """The config of ``name`` (see :data:`MODELS_TO_RUN`), random init.
 
     For ``clip-b16`` the pretrained-weight paths are dropped (random init) and
     the text encoder is built from :data:`CLIP_TEXT_B` instead of a folder.
+
+    Args:
+        name (str): A key of :data:`MODELS_TO_RUN`.
+        cfg_options (dict, optional): ``--cfg-options`` overrides, merged
+            before the variants are derived (e.g. ``model.head.num_layers=1``).
 
     Returns:
         mmengine.Config: With ``model`` and ``optim_wrapper``.
@@ -114,6 +129,8 @@ def load_config(name: str):
         cfg.model.image_encoder.init_cfg = None
         cfg.model.head.init_cfg = None
         cfg.model.text_encoder = dict(type='CLIPTextEncoder', config=CLIP_TEXT_B)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     return cfg
 
 
@@ -290,26 +307,15 @@ def time_train_steps(
     return times
 
 
-def measure_loader(
-    cfg, num_ids: int, epochs: int, workers: Optional[int], tmp_dir: str
-) -> Dict:
-    """Samples/s of the config's train dataloader on a generated SynthPedes.
-
-    The first batch (worker start-up, tokenizer loading) is not timed; then
-    ``epochs`` epochs are (persistent workers, as the config has them).
+def generate_data(cfg, num_ids: int, tmp_dir: str) -> Dict:
+    """Generate the SynthPedes set of ``cfg``'s train dataset into ``tmp_dir``.
 
     Returns:
-        dict: ``samples``, ``seconds``, ``samples_per_s``, ``num_workers``,
-        ``batch_size``, ``dataset_size`` and ``generate_s``.
+        dict: ``root`` (the data root), ``num_ids`` and ``generate_s``.
     """
-    from mmengine.registry import init_default_scope
-    from mmengine.runner import Runner
-
     from tbps_mm.datasets.synthpedes import generate_synthpedes
 
-    init_default_scope('tbps_mm')
-    loader_cfg = cfg.train_dataloader.deepcopy()
-    ds = loader_cfg.dataset
+    ds = cfg.train_dataloader.dataset
     root = osp.join(tmp_dir, 'synthpedes')
     start = time.perf_counter()
     generate_synthpedes(
@@ -319,16 +325,48 @@ def measure_loader(
         num_ids=num_ids,
         progress=False,
     )
-    generate_s = time.perf_counter() - start
-    ds.data_root = root
-    ds.num_ids = num_ids
+    return dict(root=root, num_ids=num_ids, generate_s=time.perf_counter() - start)
+
+
+def build_train_loader(
+    cfg, data: Dict, batch: Optional[int] = None, workers: Optional[int] = None
+):
+    """The config's train dataloader over the generated set ``data``."""
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+
+    init_default_scope('tbps_mm')
+    loader_cfg = cfg.train_dataloader.deepcopy()
+    ds = loader_cfg.dataset
+    ds.data_root = data['root']
+    ds.num_ids = data['num_ids']
     for t in ds.pipeline:
         if t.get('type') == 'TokenizeCaption':
-            t.tokenizer = osp.join(root, 'tokenizer')
+            t.tokenizer = osp.join(data['root'], 'tokenizer')
+    if batch is not None:
+        loader_cfg.batch_size = batch
     if workers is not None:
         loader_cfg.num_workers = workers
         loader_cfg.persistent_workers = workers > 0
-    loader = Runner.build_dataloader(loader_cfg, seed=0)
+    return Runner.build_dataloader(loader_cfg, seed=0)
+
+
+def real_batch(cfg, data: Dict, batch: int) -> dict:
+    """The first batch of the config's train dataloader over ``data``."""
+    return next(iter(build_train_loader(cfg, data, batch=batch, workers=0)))
+
+
+def measure_loader(cfg, data: Dict, epochs: int, workers: Optional[int]) -> Dict:
+    """Samples/s of the config's train dataloader over the generated set.
+
+    The first batch (worker start-up, tokenizer loading) is not timed; then
+    ``epochs`` epochs are (persistent workers, as the config has them).
+
+    Returns:
+        dict: ``samples``, ``seconds``, ``samples_per_s``, ``num_workers``,
+        ``batch_size``, ``dataset_size`` and ``generate_s``.
+    """
+    loader = build_train_loader(cfg, data, workers=workers)
     it = iter(loader)
     next(it)  # start-up: workers, tokenizer
     samples, start = 0, time.perf_counter()
@@ -342,16 +380,19 @@ def measure_loader(
         samples=samples,
         seconds=seconds,
         samples_per_s=samples / seconds,
-        num_workers=loader_cfg.num_workers,
-        batch_size=loader_cfg.batch_size,
+        num_workers=loader.num_workers,
+        batch_size=loader.batch_size,
         dataset_size=len(loader.dataset),
-        generate_s=generate_s,
+        generate_s=data['generate_s'],
     )
 
 
-def run_model(name: str, args: argparse.Namespace) -> Dict:
-    """All variants of one model, interleaved; returns per-variant stats."""
-    cfg = load_config(name)
+def run_model(name: str, args: argparse.Namespace, data: Optional[Dict] = None) -> Dict:
+    """All variants of one model, interleaved; returns per-variant stats.
+
+    ``data`` (a :func:`generate_data` set) gives ``synth`` a real batch.
+    """
+    cfg = load_config(name, args.cfg_options)
     batch = args.clip_batch if name == 'clip-b16' else args.batch
     batch = batch or MODELS_TO_RUN[name]['batch']
     variants = args.variants or MODELS_TO_RUN[name]['variants']
@@ -363,11 +404,18 @@ def run_model(name: str, args: argparse.Namespace) -> Dict:
             model,
             build_optim_wrapper(model, cfg.optim_wrapper, args.device),
         )
-    data = batch_for(cfg, batch)
-    times = time_train_steps(runners, data, args.steps, args.warmup, args.device)
+    real = name == 'synth' and data is not None
+    inputs = real_batch(cfg, data, batch) if real else batch_for(cfg, batch)
+    text_len = int(max(int(m.sum()) for m in inputs['inputs']['text_mask']))
+    times = time_train_steps(runners, inputs, args.steps, args.warmup, args.device)
     base = median(times['global-only']) if 'global-only' in times else None
     out = dict(
-        model=name, config=MODELS_TO_RUN[name]['config'], batch=batch, variants={}
+        model=name,
+        config=MODELS_TO_RUN[name]['config'],
+        batch=batch,
+        batch_source='SynthPedes train loader' if real else 'synthetic',
+        longest_caption_tokens=text_len,
+        variants={},
     )
     for variant, t in times.items():
         med = median(t)
@@ -400,11 +448,24 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--loader-ids',
         type=int,
         default=300,
-        help='identities of the generated SynthPedes (0: skip the loader)',
+        help='identities of the generated SynthPedes (0: skip the loader and '
+        'time synth on a synthetic batch)',
+    )
+    parser.add_argument(
+        '--synthetic-batch',
+        action='store_true',
+        help='time synth on a synthetic batch (captions up to the maximum '
+        'length) instead of a real one',
     )
     parser.add_argument('--loader-epochs', type=int, default=2)
     parser.add_argument(
         '--loader-workers', type=int, default=None, help="default: the config's"
+    )
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help="overrides of the timed models' configs, e.g. model.head.num_layers=1",
     )
     parser.add_argument('--out', default=None, help='write the results as JSON')
     return parser.parse_args(argv)
@@ -416,18 +477,20 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     info = machine_info()
-    results = [run_model(name, args) for name in args.models]
-
-    loader = None
-    if args.loader_ids > 0:
-        with tempfile.TemporaryDirectory() as tmp:
-            loader = measure_loader(
-                load_config('synth'),
-                args.loader_ids,
-                args.loader_epochs,
-                args.loader_workers,
-                tmp,
-            )
+    synth_cfg = load_config('synth')
+    with tempfile.TemporaryDirectory() as tmp:
+        data = (
+            generate_data(synth_cfg, args.loader_ids, tmp)
+            if args.loader_ids > 0
+            else None
+        )
+        real = None if args.synthetic_batch else data
+        results = [run_model(name, args, real) for name in args.models]
+        loader = (
+            measure_loader(synth_cfg, data, args.loader_epochs, args.loader_workers)
+            if data is not None
+            else None
+        )
 
     rows = []
     for res in results:
@@ -440,6 +503,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                     res['model'],
                     variant,
                     res['batch'],
+                    res['batch_source'],
+                    res['longest_caption_tokens'],
                     f'{v["params"] / 1e6:.1f}M',
                     f'{v["median_s"]:.3f}',
                     overhead,
@@ -457,13 +522,15 @@ def main(argv: Optional[List[str]] = None) -> None:
                 'model',
                 'variant',
                 'batch',
+                'batch source',
+                'longest caption',
                 'params',
                 'median step s',
                 'overhead vs global-only',
                 'samples/s',
             ],
             rows,
-            align='llrrrrr',
+            align='llrlrrrrr',
         )
     )
     if loader is not None:
@@ -499,7 +566,12 @@ def main(argv: Optional[List[str]] = None) -> None:
             machine=info,
             models=results,
             loader=loader,
-            settings=dict(steps=args.steps, warmup=args.warmup, device=args.device),
+            settings=dict(
+                steps=args.steps,
+                warmup=args.warmup,
+                device=args.device,
+                cfg_options=args.cfg_options,
+            ),
         ),
     )
 

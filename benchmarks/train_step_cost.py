@@ -457,7 +457,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='time synth on a synthetic batch (captions up to the maximum '
         'length) instead of a real one',
     )
-    parser.add_argument('--loader-epochs', type=int, default=2)
+    parser.add_argument(
+        '--loader-epochs', type=int, default=2, help='0: skip the loader timing'
+    )
     parser.add_argument(
         '--loader-workers', type=int, default=None, help="default: the config's"
     )
@@ -488,7 +490,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         results = [run_model(name, args, real) for name in args.models]
         loader = (
             measure_loader(synth_cfg, data, args.loader_epochs, args.loader_workers)
-            if data is not None
+            if data is not None and args.loader_epochs > 0
             else None
         )
 

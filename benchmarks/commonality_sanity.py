@@ -107,11 +107,64 @@ def build_cmr_loss(cfg):
     return MODELS.build(loss_cfg)
 
 
+def effective_margins(
+    loss,
+    f: torch.Tensor,
+    g: torch.Tensor,
+    labels: torch.Tensor,
+    batch: int,
+    batches: int = 50,
+    seed: int = 0,
+) -> Dict[str, float]:
+    """The margins the loss asks for, in random training-sized batches.
+
+    Args:
+        loss (CommonalityMarginRankingLoss): The config's loss.
+        f (Tensor): (K, B, D) L2-normalised image parts of the samples.
+        g (Tensor): (K, B, D) L2-normalised text parts of the same samples.
+        labels (Tensor): (B,) person ids.
+        batch (int): Samples per drawn batch (the training batch size).
+        batches (int): Batches drawn. Defaults to 50.
+        seed (int): Seed of the draws. Defaults to 0.
+
+    Returns:
+        dict[str, float]: ``all``: the mean margin over every negative of
+        every anchor and part (both directions); ``hardest``: over the
+        negatives the loss keeps (its ``negatives`` hardest by hinge; the
+        same as ``all`` when it keeps all).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    means = dict(all=[], hardest=[])
+    for _ in range(batches):
+        pick = torch.randperm(labels.numel(), generator=gen)[:batch]
+        fb, gb, lb = f[:, pick], g[:, pick], labels[pick]
+        negative = lb[:, None] != lb[None, :]
+        if loss.margin_mode == 'fixed':
+            margin = torch.full((f.shape[0], len(pick), len(pick)), loss.margin_max)
+        else:
+            common = loss.part_commonality(fb, gb, lb).expand(-1, -1, len(pick))
+            margin = (loss.margin_max * (1.0 - common)).clamp(min=loss.margin_min)
+        t2i = gb @ fb.transpose(1, 2)
+        positive = t2i.diagonal(dim1=1, dim2=2).unsqueeze(-1)
+        for scores, m in ((t2i, margin), (t2i.transpose(1, 2), margin.transpose(1, 2))):
+            means['all'].append(float(m[:, negative].mean()))
+            if loss.negatives == 'all':
+                means['hardest'].append(means['all'][-1])
+                continue
+            hinge = (m - positive + scores).masked_fill(~negative, float('-inf'))
+            top = hinge.topk(min(loss.negatives, len(pick)), dim=-1).indices
+            means['hardest'].append(float(m.gather(-1, top).mean()))
+    return {key: float(np.mean(values)) for key, values in means.items()}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', help='the config the checkpoint was trained with')
     parser.add_argument('checkpoint', help='training checkpoint (epoch_N.pth)')
     parser.add_argument('--split', default='test', choices=['val', 'test'])
+    parser.add_argument(
+        '--batch', type=int, default=64, help='batch size of the margin report'
+    )
     parser.add_argument('--out', help='write the table and numbers as JSON here')
     parser.add_argument(
         '--cfg-options', nargs='+', default=[], help='key=value config overrides'
@@ -197,6 +250,13 @@ def main(argv=None) -> int:
         f'checkpoint {args.checkpoint}\n'
     )
     print(table)
+    margins = effective_margins(loss, f, g, labels, args.batch)
+    kept = 'all' if loss.negatives == 'all' else f'the {loss.negatives} hardest'
+    print(
+        f'\nMargins asked for in random batches of {args.batch} '
+        f'(margin_mode={loss.margin_mode!r}): mean {margins["all"]:.3f} over all '
+        f'negatives, {margins["hardest"]:.3f} over {kept} (the ones the loss keeps).'
+    )
     write_json(
         args.out,
         dict(
@@ -209,6 +269,7 @@ def main(argv=None) -> int:
             best=[BODY_PARTS[b] for b in best],
             spearman=rho.tolist(),
             table=table,
+            margins=dict(margins, batch=args.batch, negatives=loss.negatives),
         ),
     )
     return 0

@@ -309,7 +309,7 @@ def paired_gaps(records: List[Dict], row: str, other: str) -> Dict[int, float]:
 def target_lines(
     summary: Dict[str, Dict], records: Optional[List[Dict]] = None
 ) -> List[str]:
-    """Issue 7's targets: full vs global-only (>= 3 R@1) and vs fixed margin."""
+    """Issue 7's targets: full vs global-only (>= 3 R@1) and vs fixed margins."""
 
     def r1(row: str) -> Optional[tuple]:
         stats = summary.get(row, {}).get('stats', {}).get('t2i/R1')
@@ -317,7 +317,7 @@ def target_lines(
 
     lines = []
     full = r1('full')
-    for row, target in (('global', 3.0), ('fixed', None)):
+    for row, target in (('global', 3.0), ('fixed', None), ('fixed015', None)):
         other = r1(row)
         if full is None or other is None:
             continue

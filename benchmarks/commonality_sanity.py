@@ -139,11 +139,8 @@ def effective_margins(
         pick = torch.randperm(labels.numel(), generator=gen)[:batch]
         fb, gb, lb = f[:, pick], g[:, pick], labels[pick]
         negative = lb[:, None] != lb[None, :]
-        if loss.margin_mode == 'fixed':
-            margin = torch.full((f.shape[0], len(pick), len(pick)), loss.margin_max)
-        else:
-            common = loss.part_commonality(fb, gb, lb).expand(-1, -1, len(pick))
-            margin = (loss.margin_max * (1.0 - common)).clamp(min=loss.margin_min)
+        size = (f.shape[0], len(pick), len(pick))
+        margin = loss.part_margins(fb, gb, lb).expand(size)
         t2i = gb @ fb.transpose(1, 2)
         positive = t2i.diagonal(dim1=1, dim2=2).unsqueeze(-1)
         for scores, m in ((t2i, margin), (t2i.transpose(1, 2), margin.transpose(1, 2))):

@@ -135,6 +135,27 @@ class CommonalityMarginRankingLoss(nn.Module):
         other_ids = max(ids.numel() - 1, 1)
         return (ids_sharing.to(intra.dtype) / other_ids).unsqueeze(-1)
 
+    @torch.no_grad()
+    def part_margins(
+        self, image_parts: Tensor, text_parts: Tensor, labels: Tensor
+    ) -> Tensor:
+        """Margin ``m^k(i, j)`` of every part between samples, without gradient.
+
+        Args:
+            image_parts (Tensor): (K, B, D) L2-normalised image parts.
+            text_parts (Tensor): (K, B, D) L2-normalised text parts.
+            labels (Tensor): (B,) person labels.
+
+        Returns:
+            Tensor: Broadcastable to (K, B, B): a scalar for
+            ``margin_mode='fixed'``, else (K, B, B) for ``'pair'`` and
+            (K, B, 1) for ``'sample'`` commonality.
+        """
+        if self.margin_mode == 'fixed':
+            return image_parts.new_tensor(self.margin_max)
+        common = self.part_commonality(image_parts, text_parts, labels)
+        return (self.margin_max * (1.0 - common)).clamp(min=self.margin_min)
+
     def _reduce(self, hinge: Tensor, negative: Tensor) -> Tensor:
         """Average (K, B, B) anchor-by-candidate hinges over negatives."""
         has_negative = negative.any(dim=1)  # (B,)
@@ -188,11 +209,7 @@ class CommonalityMarginRankingLoss(nn.Module):
             g = F.normalize(text_parts.to(dtype), dim=-1).transpose(0, 1)
             t2i = g @ f.transpose(1, 2)  # (K, B, B): text i vs image j
             positive = t2i.diagonal(dim1=1, dim2=2).unsqueeze(-1)  # (K, B, 1)
-            if self.margin_mode == 'fixed':
-                margin = t2i.new_tensor(self.margin_max)
-            else:
-                common = self.part_commonality(f.detach(), g.detach(), labels)
-                margin = (self.margin_max * (1.0 - common)).clamp(min=self.margin_min)
+            margin = self.part_margins(f.detach(), g.detach(), labels)
             # Anchor-major in both directions: row i is the anchor, column j
             # the negative; 'pair' margins are symmetric, 'sample' ones the
             # anchor's.

@@ -40,7 +40,8 @@ from mmengine.runner import Runner
 from PIL import Image
 
 import tbps_mm  # noqa: F401  (registers every component)
-from tbps_mm.engine import load_config, load_training_checkpoint
+from tbps_mm.engine import load_config
+from tbps_mm.models.checkpoint import load_training_checkpoint
 from tbps_mm.registry import MODELS
 
 BODY_PARTS = ('head', 'upper', 'lower', 'feet', 'carried')

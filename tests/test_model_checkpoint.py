@@ -9,7 +9,7 @@ from mmengine.runner.checkpoint import load_checkpoint
 from model_fixtures import captions, tiny_retriever_cfg
 from safetensors.torch import save_file
 
-from tbps_mm.models.utils import CheckpointMismatchError, load_tbps_weights
+from tbps_mm.models.checkpoint import CheckpointMismatchError, load_tbps_weights
 from tbps_mm.registry import MODELS
 
 

@@ -157,7 +157,7 @@ def test_training_checkpoint_needs_the_scoped_loader(tmp_path):
     """The fix is needed (plain torch.load refuses) and stays scoped."""
     import pickle
 
-    from tbps_mm.engine import load_training_checkpoint
+    from tbps_mm.models.checkpoint import load_training_checkpoint
 
     cfg = write_toy_config(tmp_path, "train_cfg['max_epochs'] = 1\n")
     work = tmp_path / 'work'

@@ -25,7 +25,7 @@ from mmengine.config import DictAction
 import tbps_mm  # noqa: F401  (registers every component)
 from tbps_mm.apis import TBPSInferencer
 from tbps_mm.engine import LaunchError, load_config
-from tbps_mm.models.utils import CheckpointMismatchError
+from tbps_mm.models.checkpoint import CheckpointMismatchError
 from tbps_mm.visualization import draw_ranked_list
 
 

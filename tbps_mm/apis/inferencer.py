@@ -44,7 +44,11 @@ from mmengine.dataset import pseudo_collate
 from mmengine.logging import print_log
 from tqdm import tqdm
 
-from tbps_mm.models.utils import load_tbps_weights
+from tbps_mm.models.checkpoint import (
+    INFERENCE_IGNORED_PREFIXES,
+    file_sha256,
+    load_tbps_weights,
+)
 from tbps_mm.registry import MODELS, TRANSFORMS
 from tbps_mm.visualization import draw_part_explanation
 
@@ -56,17 +60,6 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '
 DEFAULT_INDEX_NAME = '.tbps_mm_index.npz'
 INDEX_FORMAT = 'tbps_mm-image-index'
 INDEX_VERSION = 1
-# Keys of the model state dict that inference never needs (ID classifiers,
-# whose size depends on the training set).
-INFERENCE_IGNORED_PREFIXES = ('losses.',)
-
-
-def _sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _find_pipeline(cfg: Config, source: str) -> list:
@@ -154,7 +147,7 @@ class TBPSInferencer:
         self.model_key = hashlib.sha256(
             json.dumps(
                 dict(
-                    checkpoint=_sha256_file(checkpoint),
+                    checkpoint=file_sha256(checkpoint),
                     model=config.model.to_dict()
                     if hasattr(config.model, 'to_dict')
                     else config.model,

@@ -9,7 +9,7 @@ from .launch import (
     setup_distributed,
     teardown_distributed,
 )
-from .tbps_runner import TBPSRunner, load_training_checkpoint
+from .tbps_runner import TBPSRunner
 
 __all__ = [
     'LaunchError',
@@ -17,7 +17,6 @@ __all__ = [
     'build_runner',
     'check_checkpoint',
     'load_config',
-    'load_training_checkpoint',
     'setup_distributed',
     'teardown_distributed',
 ]

@@ -12,53 +12,20 @@ scoped to the one place that reads such files, the Runner's
   (``--resume auto``), the file is unpickled in full, as MMEngine did before
   torch 2.6. Remote files keep torch's default.
 
-Nothing else in the process changes: ``torch.load`` elsewhere, MMEngine's
-checkpoint loader registry and model ``init_cfg`` weights keep their safe
-defaults.
+The reader itself is :func:`tbps_mm.models.checkpoint.load_training_checkpoint`;
+this class only routes the Runner's loads through it. Nothing else in the
+process changes: ``torch.load`` elsewhere, MMEngine's checkpoint loader
+registry and model ``init_cfg`` weights keep their safe defaults.
 """
 
-import os.path as osp
-import pickle
 from typing import Callable, Union
 
-import torch
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
-from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
+from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
+from tbps_mm.models.checkpoint import load_training_checkpoint
 from tbps_mm.registry import RUNNERS
-
-
-def load_training_checkpoint(
-    filename: str, map_location: Union[str, Callable, None] = 'cpu'
-) -> dict:
-    """Load a checkpoint the Runner was asked to read.
-
-    Args:
-        filename (str): Local path or any URL MMEngine's loader understands.
-        map_location (str | callable, optional): As for :func:`torch.load`.
-
-    Returns:
-        dict: The checkpoint (``state_dict``, ``meta``, ``optimizer``, ...).
-
-    Raises:
-        FileNotFoundError: A local path that does not exist.
-
-    Example:
-        >>> ckpt = load_training_checkpoint('work_dirs/tbps_synth/epoch_1.pth')
-        >>> ckpt['meta']['epoch']
-        1
-    """
-    if '://' in filename:
-        return _load_checkpoint(filename, map_location=map_location)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint file "{filename}" does not exist')
-    try:
-        return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        # An MMEngine training checkpoint: the user named it (load_from /
-        # --resume PATH) or the Runner wrote it in its work dir.
-        return torch.load(filename, map_location=map_location, weights_only=False)
 
 
 @RUNNERS.register_module()

@@ -37,6 +37,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 from mmengine.structures import BaseDataElement
 
+from tbps_mm.fused_score import fuse_scores, score_terms
 from tbps_mm.registry import METRICS
 
 from ..functional import (
@@ -310,16 +311,12 @@ class TBPSRetrievalMetric(BaseMetric):
         weight: float,
     ) -> Dict[str, torch.Tensor]:
         """Fused, coarse and parts similarities of the query rows ``rows``."""
-        coarse = q['embed'][rows] @ g['embed'].T
-        num_parts = g['parts'].shape[1]
-        out = {'t2i-coarse': coarse}
-        if num_parts:
-            parts = q['parts'][rows].flatten(1) @ g['parts'].flatten(1).T
-            parts = parts / num_parts
+        coarse, parts = score_terms(
+            q['embed'][rows], q['parts'][rows], g['embed'], g['parts']
+        )
+        out = {'t2i-coarse': coarse, 't2i': fuse_scores(coarse, parts, weight)}
+        if parts is not None:
             out['t2i-parts'] = parts
-            out['t2i'] = coarse + weight * parts
-        else:
-            out['t2i'] = coarse
         return out
 
     def _rank(

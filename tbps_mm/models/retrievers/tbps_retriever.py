@@ -25,9 +25,10 @@ from mmengine.model import BaseModel
 from mmpretrain.structures import DataSample
 from torch import Tensor, nn
 
+from tbps_mm.fused_score import fused_similarity, fused_vector
 from tbps_mm.registry import MODELS
 
-from ..utils import install_shape_check
+from ..checkpoint import install_shape_check
 
 LOSS_INPUTS = ('embed', 'part_embeds', 'attn', 'fused_embed')
 IMAGE_TOKENS = ('patch', 'all')
@@ -276,16 +277,7 @@ class TBPSRetriever(BaseModel):
             Tensor: (B, D * (1 + K)); (B, D) when K = 0 or lambda = 0.
         """
         weight = self.fusion_weight if fusion_weight is None else fusion_weight
-        if weight < 0:
-            # sqrt(lambda / K) has no real value: no single vector can give it.
-            raise ValueError(f'fused_embed needs fusion_weight >= 0, got {weight}')
-        embed = F.normalize(out['embed'], dim=-1)
-        parts = out['part_embeds']
-        num_parts = parts.shape[1]
-        if not (num_parts and weight):
-            return embed
-        parts = F.normalize(parts, dim=-1) * (weight / num_parts) ** 0.5
-        return torch.cat([embed, parts.flatten(1)], dim=1)
+        return fused_vector(out['embed'], out['part_embeds'], weight)
 
     def similarity(
         self, query: Dict, gallery: Dict, fusion_weight: Optional[float] = None
@@ -306,16 +298,13 @@ class TBPSRetriever(BaseModel):
             ...                        model.encode_image(images))
         """
         weight = self.fusion_weight if fusion_weight is None else fusion_weight
-        sim = query['embed'] @ gallery['embed'].t()
-        num_parts = query['part_embeds'].shape[1]
-        if num_parts and weight:
-            # One 2-D matmul over flattened parts (sum_k <q_k, g_k>): einsum
-            # copied the whole (G, K, D) gallery for every call.
-            parts = (
-                query['part_embeds'].flatten(1) @ gallery['part_embeds'].flatten(1).t()
-            )
-            sim = sim + weight * parts / num_parts
-        return sim
+        return fused_similarity(
+            query['embed'],
+            query['part_embeds'],
+            gallery['embed'],
+            gallery['part_embeds'],
+            weight,
+        )
 
     # ------------------------------------------------------------------ #
     # BaseModel interface

@@ -1,38 +1,70 @@
-"""Safe weight loading for tbps_mm models, with shape checks that name the keys.
+"""Checkpoints of tbps_mm models: reading, checking, loading and publishing.
 
-This module owns two things:
+This module is the one home of checkpoint handling; every caller goes
+through it:
 
-* :func:`load_tbps_weights`: load a *weights-only* file (``.safetensors``, or a
-  state dict / ``{'state_dict': ...}`` that :func:`torch.load` reads with
-  ``weights_only=True``) into a model, refusing files that need full unpickling
-  and reporting missing, unexpected and mis-shaped keys by name;
+* :func:`read_weights_file` / :func:`load_tbps_weights`: read a
+  *weights-only* file (``.safetensors``, or a state dict /
+  ``{'state_dict': ...}`` that :func:`torch.load` reads with
+  ``weights_only=True``) and load it into a model, refusing files that need
+  full unpickling and reporting missing, unexpected and mis-shaped keys by
+  name;
 * :func:`install_shape_check`: load-state-dict hooks that make *every* load
   path (``nn.Module.load_state_dict``, MMEngine's ``load_checkpoint`` used by
   ``load_from`` and by ``init_cfg=dict(type='Pretrained')``) raise a
   :class:`CheckpointMismatchError` for parameters whose shape does not fit,
   where MMEngine alone would log a warning and leave those parameters at
-  their random initialisation.
+  their random initialisation;
+* :func:`load_training_checkpoint`: the scoped reader of MMEngine training
+  checkpoints (``epoch_N.pth``) for the Runner's ``load_from`` / ``resume``
+  and for publishing. torch >= 2.6 loads weights-only by default and such
+  files hold a ``HistoryBuffer``, numpy arrays and dtypes; they are unpickled
+  in full only here, for local files the user named or the Runner wrote;
+* :func:`publish_weights`: a training checkpoint to a shareable weights-only
+  file named with its SHA-256 prefix (MMPretrain's convention).
 
 Written by hand because neither MMEngine nor torch offers it: torch raises on
-shape mismatches but MMEngine's loader (``strict=False``) only logs them, and
-neither reads safetensors files with a weights-only guarantee in one call.
+shape mismatches but MMEngine's loader (``strict=False``) only logs them,
+neither reads safetensors files with a weights-only guarantee in one call,
+and MMEngine 0.10.7's loader predates torch's weights-only default.
 The checks run *after* a module's own load hooks, so adaptations such as
 MMPretrain's position-embedding resize still apply.
 """
 
+import hashlib
+import os
 import os.path as osp
 import pickle
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+import tempfile
+from typing import (
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
     'CheckpointMismatchError',
+    'INFERENCE_IGNORED_PREFIXES',
+    'file_sha256',
     'install_shape_check',
     'load_tbps_weights',
+    'load_training_checkpoint',
+    'publish_weights',
     'read_weights_file',
 ]
+
+#: Keys of a model's state dict that inference never needs: the ID
+#: classifiers, whose size depends on the training set.
+INFERENCE_IGNORED_PREFIXES = ('losses.',)
 
 _Mismatch = Tuple[str, Tuple[int, ...], Tuple[int, ...]]
 
@@ -325,3 +357,141 @@ def load_tbps_weights(
             str(err).replace('loaded into', f'{source} loaded into', 1)
         ) from None
     return dict(missing_keys=missing, unexpected_keys=unexpected)
+
+
+def load_training_checkpoint(
+    filename: str, map_location: Union[str, Callable, None] = 'cpu'
+) -> dict:
+    """Load a checkpoint the Runner (or the publishing tool) was asked to read.
+
+    A file that loads weights-only (a published model) is loaded that way.
+    Otherwise a *local* file is unpickled in full, as MMEngine did before
+    torch 2.6: the caller named it (``load_from``, ``--resume PATH``,
+    ``publish_model.py IN``) or the Runner wrote it in its work dir
+    (``--resume auto``). URLs go through MMEngine's loader with torch's
+    default. Nothing else in the process changes.
+
+    Args:
+        filename (str): Local path or any URL MMEngine's loader understands.
+        map_location (str | callable, optional): As for :func:`torch.load`.
+
+    Returns:
+        dict: The checkpoint (``state_dict``, ``meta``, ``optimizer``, ...).
+
+    Raises:
+        FileNotFoundError: A local path that does not exist.
+
+    Example:
+        >>> ckpt = load_training_checkpoint('work_dirs/tbps_synth/epoch_1.pth')
+        >>> ckpt['meta']['epoch']
+        1
+    """
+    if '://' in filename:
+        from mmengine.runner.checkpoint import _load_checkpoint
+
+        return _load_checkpoint(filename, map_location=map_location)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'checkpoint file "{filename}" does not exist')
+    try:
+        return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # An MMEngine training checkpoint that the caller named explicitly.
+        return torch.load(filename, map_location=map_location, weights_only=False)
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def publish_weights(
+    src: str,
+    dst: str,
+    drop_prefixes: Sequence[str] = INFERENCE_IGNORED_PREFIXES,
+) -> dict:
+    """Turn a training checkpoint into a shareable weights-only file.
+
+    Keeps only the model weights (no optimizer, message hub or scheduler
+    state), drops keys under ``drop_prefixes``, writes ``.safetensors``
+    (or a plain state dict when ``dst`` ends in ``.pth``) and renames the
+    file to ``<stem>-<first 8 hex digits of its SHA-256><ext>``, as
+    MMPretrain's ``publish_model.py`` does. The file is written to a
+    temporary name in the output folder first, so no partial file is left.
+
+    Args:
+        src (str): A checkpoint ``tools/train.py`` wrote (``epoch_N.pth``,
+            ``best_*.pth``): a mapping with ``meta`` and ``state_dict``.
+        dst (str): The output path; ``.safetensors`` is appended when it has
+            no extension. ``.safetensors`` and ``.pth`` are accepted.
+        drop_prefixes (Sequence[str]): Keys starting with these are left out
+            (default: the ID classifiers under ``losses.``, which search does
+            not use). Pass ``()`` to keep every weight.
+
+    Returns:
+        dict: ``path`` (the final file), ``sha256``, ``num_tensors`` (kept)
+        and ``dropped`` (the names left out).
+
+    Raises:
+        FileNotFoundError: ``src`` does not exist.
+        FileExistsError: the output (or its hashed name) exists already.
+        ValueError: ``src`` is not a training checkpoint, or ``dst`` has an
+            unsupported extension.
+
+    Example:
+        >>> publish_weights('work_dirs/tbps_synth/epoch_9.pth',
+        ...                 'tbps_synth.safetensors')['path']  # doctest: +SKIP
+        'tbps_synth-1a2b3c4d.safetensors'
+    """
+    root, ext = osp.splitext(dst)
+    if not ext:
+        root, ext = dst, '.safetensors'
+    if ext not in ('.safetensors', '.pth'):
+        raise ValueError(
+            f'output "{dst}": use a .safetensors (default) or .pth file name'
+        )
+    if osp.exists(root + ext):
+        raise FileExistsError(f'output "{root + ext}" exists; choose another name')
+    checkpoint = load_training_checkpoint(src)
+    if not (
+        isinstance(checkpoint, Mapping)
+        and isinstance(checkpoint.get('state_dict'), Mapping)
+        and isinstance(checkpoint.get('meta'), Mapping)
+    ):
+        keys = sorted(checkpoint) if isinstance(checkpoint, Mapping) else []
+        raise ValueError(
+            f'"{src}" is not a training checkpoint written by tools/train.py '
+            f"(expected 'meta' and 'state_dict' entries, found {keys[:8]}); "
+            'a published or weights-only file needs no publishing'
+        )
+    state_dict = _as_state_dict(checkpoint['state_dict'], f'"{src}"')
+    prefixes = tuple(drop_prefixes)
+    kept = {
+        k: v.detach().cpu().contiguous()
+        for k, v in state_dict.items()
+        if k in _drop_prefixes([k], prefixes)
+    }
+    dropped = sorted(set(state_dict) - set(kept))
+    folder = osp.dirname(osp.abspath(root + ext))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=ext + '.tmp', dir=folder)
+    os.close(fd)
+    try:
+        if ext == '.safetensors':
+            from safetensors.torch import save_file
+
+            save_file(kept, tmp)
+        else:
+            torch.save(kept, tmp)
+        sha = file_sha256(tmp)
+        final = f'{root}-{sha[:8]}{ext}'
+        if osp.exists(final):
+            raise FileExistsError(f'output "{final}" exists; choose another name')
+        os.replace(tmp, final)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+    return dict(path=final, sha256=sha, num_tensors=len(kept), dropped=dropped)

@@ -11,14 +11,12 @@ uneven halves) and on a tiny TBPSRetriever wrapped in torch's DDP.
 """
 
 import os
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from ddp_workers import free_port, run_forked
 from model_fixtures import pair_batch, tiny_retriever_cfg
-from test_metric_ddp import free_port
 
 from tbps_mm.models.losses import CommonalityMarginRankingLoss, SDMLoss
 from tbps_mm.models.losses.batch_gather import gather_batch
@@ -45,7 +43,6 @@ LOSSES = {
     ),
 }
 MODEL_BATCH = 8  # TBPSRetriever case: 4 pairs per process
-TIMEOUT_S = 120
 
 
 def encoder():
@@ -148,19 +145,7 @@ def ranks(tmp_path_factory):
     """Both processes' results (rank 0's, rank 1's)."""
     out_dir = tmp_path_factory.mktemp('losses_ddp')
     state = retriever(gather=False).state_dict()
-    context = mp.start_processes(
-        worker,
-        args=(free_port(), str(out_dir), state),
-        nprocs=WORLD_SIZE,
-        join=False,
-        start_method='fork',
-    )
-    deadline = time.monotonic() + TIMEOUT_S
-    while not context.join(timeout=5):  # raises if a worker failed
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.terminate()
-            pytest.fail(f'DDP workers did not finish within {TIMEOUT_S} s')
+    run_forked(worker, (free_port(), str(out_dir), state), nprocs=WORLD_SIZE)
     results = [
         torch.load(out_dir / f'rank{r}.pt', weights_only=False)
         for r in range(WORLD_SIZE)

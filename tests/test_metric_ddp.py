@@ -3,17 +3,15 @@
 Each rank processes its share of the dataset in DefaultSampler order (the
 sampler pads the odd-sized dataset by repeating the first item), then the
 metric collects, truncates, de-duplicates and ranks on rank 0. The two ranks
-are forked processes joined by a gloo process group on a free local port.
+are forked processes joined by a gloo process group (tests/ddp_workers.py).
 """
 
 import os
-import socket
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from ddp_workers import free_port, run_forked
 from mmengine.dataset import DefaultSampler
 from test_retrieval_metric import make_problem, run_metric, to_samples
 
@@ -21,13 +19,6 @@ from tbps_mm.evaluation import TBPSRetrievalMetric
 
 WORLD_SIZE = 2
 BATCH_SIZE = 4
-TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def metric_cfg(collect_dir):
@@ -78,21 +69,7 @@ def test_ddp_equals_single_process(tmp_path):
     single_metric = TBPSRetrievalMetric(**metric_cfg(None))
     single = run_metric(single_metric, samples, batch_size=BATCH_SIZE)
 
-    # fork: the children inherit the imported stack instead of importing it
-    # again (tens of seconds per process on a small machine).
-    context = mp.start_processes(
-        worker,
-        args=(free_port(), str(tmp_path)),
-        nprocs=WORLD_SIZE,
-        join=False,
-        start_method='fork',
-    )
-    deadline = time.monotonic() + TIMEOUT_S
-    while not context.join(timeout=5):  # raises if a worker failed
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.terminate()
-            pytest.fail(f'DDP workers did not finish within {TIMEOUT_S} s')
+    run_forked(worker, (free_port(), str(tmp_path)), nprocs=WORLD_SIZE)
     outs = [torch.load(tmp_path / f'rank{r}.pt', weights_only=False) for r in (0, 1)]
     # Each rank saw half of the padded dataset: the padding was really there.
     assert [o['num_processed'] for o in outs] == [23, 23]

@@ -36,6 +36,11 @@ def test_variants_differ_only_where_they_say():
         r50.image_encoder.type == 'mmpretrain.ResNet'
         and r50.head.image_in_channels == 2048
     )
+    # The real-data models score SDM and L_CMR over the global batch when
+    # trained on several processes (docs/method.md, section 3).
+    for model in (paper, fixed, r50):
+        assert model.losses.sdm.gather and model.losses.cmr.gather
+    assert glob.losses.sdm.gather
 
 
 def test_paper_config_without_weights_names_the_missing_folder(tmp_path):

@@ -2,12 +2,12 @@
 
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
+from ddp_workers import free_port, run_forked
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TESTS = osp.dirname(osp.abspath(__file__))
@@ -61,12 +61,6 @@ def load_tool(name):
 
 def load_ckpt(path):
     return torch.load(path, map_location='cpu', weights_only=False)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def test_train_killed_then_resumed_continues_at_right_epoch_and_lr(tmp_path):
@@ -211,6 +205,75 @@ def test_dist_train_on_cpu_two_processes_completes_and_resumes(tmp_path):
     assert more.returncode == 0, more.stderr[-3000:]
     assert 'resumed epoch: 2' in more.stdout + more.stderr
     assert load_ckpt(work / 'epoch_3.pth')['meta']['epoch'] == 3
+
+
+def reference_on_toy_data(tmp_path, batch_size):
+    """configs/tbps_cuhk.py with its schedule, on a toy model and data (CPU).
+
+    The reference optimizer (lr, per-group multipliers) and ``auto_scale_lr``
+    are kept; the CLIP model, the dataset and AMP (GPU only) are swapped for
+    the toy regressor, one epoch of one iteration per process, full precision.
+    """
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'tbps_cuhk.py'))
+    cfg.custom_imports = dict(imports=['toy_components'], allow_failed_imports=False)
+    cfg.model = dict(type='ToyRegressor')
+    cfg.train_dataloader = dict(
+        batch_size=batch_size,
+        num_workers=0,
+        sampler=dict(type='DefaultSampler', shuffle=False),
+        collate_fn=dict(type='pseudo_collate'),
+        dataset=dict(type='ToyRegressionDataset', length=2 * batch_size),
+    )
+    cfg.optim_wrapper.type = 'OptimWrapper'
+    cfg.optim_wrapper.pop('loss_scale')
+    cfg.train_cfg.max_epochs = 1
+    path = str(tmp_path / 'cuhk_toy.py')
+    cfg.dump(path)
+    return path, cfg
+
+
+def _train_worker(rank, port, train_main, argv):
+    torch.set_num_threads(1)
+    os.environ.update(
+        MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE='2',
+        LOCAL_RANK=str(rank),
+    )
+    code = train_main(argv)
+    if code:
+        raise SystemExit(f'rank {rank}: tools/train.py returned {code}')
+
+
+def test_auto_scale_lr_of_the_reference_config_on_two_processes(tmp_path):
+    batch_size = 4
+    cfg_path, cfg = reference_on_toy_data(tmp_path, batch_size)
+    assert cfg.auto_scale_lr == dict(base_batch_size=64, enable=False)
+    work = tmp_path / 'work'
+    argv = [cfg_path, '--launcher', 'pytorch', '--auto-scale-lr']
+    argv += ['--no-validate', '--work-dir', str(work)]
+    # Loaded here, so that the forked ranks inherit the imported stack.
+    train_main = load_tool('train').main
+    run_forked(_train_worker, (free_port(), train_main, argv), nprocs=2)
+    groups = load_ckpt(work / 'epoch_1.pth')['optimizer']['param_groups']
+    # MMEngine's rule: lr x (processes x per-process batch) / base_batch_size.
+    ratio = 2 * batch_size / cfg.auto_scale_lr.base_batch_size
+    base_lr = cfg.optim_wrapper.optimizer.lr
+    bias_mult = cfg.optim_wrapper.paramwise_cfg.bias_lr_mult  # the toy's bias
+    expected = sorted([base_lr * ratio, base_lr * bias_mult * ratio])
+    # initial_lr: what the schedulers start from, i.e. the scaled lr.
+    assert sorted(g['initial_lr'] for g in groups) == pytest.approx(expected)
+
+
+def test_auto_scale_lr_needs_a_base_batch_size(tmp_path, monkeypatch, capsys):
+    cfg = write_toy_config(tmp_path)  # no auto_scale_lr
+    monkeypatch.chdir(ROOT)
+    code = load_tool('train').main([cfg, '--auto-scale-lr'])
+    assert code == 2
+    assert 'has no auto_scale_lr.base_batch_size' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ Examples:
     python tools/train.py configs/tbps_cuhk.py --resume            # latest in work dir
     python tools/train.py configs/tbps_cuhk.py --resume work_dirs/cuhk/epoch_10.pth
     bash tools/dist_train.sh configs/tbps_cuhk.py 4  # 4 GPUs (or CPU processes)
+    bash tools/dist_train.sh configs/tbps_cuhk.py 4 --auto-scale-lr
 """
 
 import argparse
@@ -39,6 +40,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         '--amp', action='store_true', help='mixed precision (AmpOptimWrapper)'
+    )
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the learning rate linearly with the total batch (processes x '
+        "train_dataloader.batch_size) against the config's "
+        "auto_scale_lr.base_batch_size (MMEngine's rule)",
     )
     parser.add_argument(
         '--no-validate',
@@ -80,6 +88,14 @@ def merge_args(cfg, args):
         if optim_wrapper not in ('AmpOptimWrapper', 'mmengine.AmpOptimWrapper'):
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in (cfg.get('auto_scale_lr') or {}):
+            raise LaunchError(
+                f'--auto-scale-lr: config "{args.config}" has no '
+                'auto_scale_lr.base_batch_size (the total batch size its learning '
+                'rate is tuned for); add auto_scale_lr = dict(base_batch_size=N)'
+            )
+        cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

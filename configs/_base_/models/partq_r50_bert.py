@@ -41,10 +41,11 @@ model = dict(
         attention='cross',
         coarse_bias=True,
     ),
+    # gather=True: with N processes, SDM and CMR see the global batch (docs/method.md).
     losses=dict(
-        sdm=dict(type='SDMLoss', temperature=0.02),
+        sdm=dict(type='SDMLoss', temperature=0.02, gather=True),
         id=dict(type='IDLoss', in_channels=embed_dims, num_classes=num_classes),
-        cmr=dict(type='CommonalityMarginRankingLoss'),
+        cmr=dict(type='CommonalityMarginRankingLoss', gather=True),
     ),
     fusion_weight=1.0,
 )

@@ -52,8 +52,9 @@ model = dict(
         coarse_bias=False,  # CLIP's projections have no bias
         init_cfg=dict(type='Pretrained', checkpoint=clip_weights, prefix='head.'),
     ),
+    # gather=True: with N processes, SDM and CMR see the global batch (docs/method.md).
     losses=dict(
-        sdm=dict(type='SDMLoss', temperature=0.02, loss_weight=1.0),
+        sdm=dict(type='SDMLoss', temperature=0.02, loss_weight=1.0, gather=True),
         id=dict(
             type='IDLoss',
             in_channels=embed_dims,
@@ -68,6 +69,7 @@ model = dict(
             commonality='pair',
             negatives='all',
             loss_weight=1.0,
+            gather=True,
         ),
     ),
     # s = s_coarse + fusion_weight * mean_k s_k at test time.

@@ -20,17 +20,24 @@ formulation (DESIGN.md section 6), with every unknown exposed as an option:
   hardest ``n`` negatives per anchor, over anchors and over parts; the two
   directions are summed.
 
+With ``gather=True`` a distributed run takes the negatives (and the
+commonality statistics) from the whole global batch: each process's samples
+are the anchors, every process's samples the candidates
+(``batch_gather.gather_batch``).
+
 Written by hand (no OpenMMLab package has it), fully vectorised over parts,
 anchors and negatives.
 """
 
-from typing import Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tbps_mm.registry import MODELS
+
+from .batch_gather import gather_batch
 
 MARGIN_MODES = ('commonality', 'fixed')
 COMMONALITY_MODES = ('pair', 'sample')
@@ -56,6 +63,15 @@ class CommonalityMarginRankingLoss(nn.Module):
         sample_threshold (float): Intra-modal part similarity above which
             two samples' part k counts as shared, for ``commonality='sample'``.
             Defaults to 0.5.
+        gather (bool): In a distributed run, take the negatives of the local
+            anchors from the samples (and identities) of every process, with
+            gradients flowing back to each sample's process. The
+            per-process loss is the sum of its anchors' terms times
+            ``world_size / (global anchors with a negative)``, so that its
+            mean over processes (what DDP's gradient averaging computes) is
+            the single-process loss on the global batch. Without a process
+            group it changes nothing. Defaults to False (each process's own
+            batch).
 
     Example:
         >>> loss = CommonalityMarginRankingLoss()
@@ -76,6 +92,7 @@ class CommonalityMarginRankingLoss(nn.Module):
         negatives: Union[str, int] = 'all',
         loss_weight: float = 1.0,
         sample_threshold: float = 0.5,
+        gather: bool = False,
     ) -> None:
         super().__init__()
         if margin_mode not in MARGIN_MODES:
@@ -105,60 +122,83 @@ class CommonalityMarginRankingLoss(nn.Module):
         self.negatives = negatives
         self.loss_weight = loss_weight
         self.sample_threshold = sample_threshold
+        self.gather = gather
 
     @torch.no_grad()
     def part_commonality(
-        self, image_parts: Tensor, text_parts: Tensor, labels: Tensor
+        self,
+        image_parts: Tensor,
+        text_parts: Tensor,
+        labels: Tensor,
+        candidates: Optional[Tuple[Tensor, Tensor, Tensor]] = None,
     ) -> Tensor:
         """Commonality of every part between samples, without gradient.
 
         Args:
-            image_parts (Tensor): (K, B, D) L2-normalised image parts.
+            image_parts (Tensor): (K, B, D) L2-normalised image parts of the
+                anchors.
             text_parts (Tensor): (K, B, D) L2-normalised text parts.
             labels (Tensor): (B,) person labels.
+            candidates (tuple[Tensor, Tensor, Tensor], optional): Image
+                parts (K, M, D), text parts (K, M, D) and labels (M,) of the
+                samples the anchors are compared with, the anchors among
+                them (the global batch of a gathered loss). Defaults to the
+                anchors themselves (M = B).
 
         Returns:
-            Tensor: (K, B, B) ``c^k(i, j)`` for ``'pair'``; (K, B, 1) ``c^k(i)``
-            for ``'sample'`` (broadcast over the negatives j).
+            Tensor: (K, B, M) ``c^k(i, j)`` for ``'pair'``; (K, B, 1)
+            ``c^k(i)`` for ``'sample'`` (broadcast over the negatives j).
         """
+        all_image, all_text, all_labels = candidates or (
+            image_parts,
+            text_parts,
+            labels,
+        )
         intra = 0.5 * (
-            image_parts @ image_parts.transpose(1, 2)
-            + text_parts @ text_parts.transpose(1, 2)
+            image_parts @ all_image.transpose(1, 2)
+            + text_parts @ all_text.transpose(1, 2)
         )
         if self.commonality == 'pair':
             return intra.clamp(0.0, 1.0)
-        negative = labels[:, None] != labels[None, :]
-        shared = (intra > self.sample_threshold) & negative  # (K, B, B)
-        ids, index = torch.unique(labels, return_inverse=True)
-        one_hot = F.one_hot(index, num_classes=ids.numel()).to(intra.dtype)  # (B, U)
+        negative = labels[:, None] != all_labels[None, :]
+        shared = (intra > self.sample_threshold) & negative  # (K, B, M)
+        ids, index = torch.unique(all_labels, return_inverse=True)
+        one_hot = F.one_hot(index, num_classes=ids.numel()).to(intra.dtype)  # (M, U)
         ids_sharing = ((shared.to(intra.dtype) @ one_hot) > 0).sum(dim=-1)  # (K, B)
         other_ids = max(ids.numel() - 1, 1)
         return (ids_sharing.to(intra.dtype) / other_ids).unsqueeze(-1)
 
     @torch.no_grad()
     def part_margins(
-        self, image_parts: Tensor, text_parts: Tensor, labels: Tensor
+        self,
+        image_parts: Tensor,
+        text_parts: Tensor,
+        labels: Tensor,
+        candidates: Optional[Tuple[Tensor, Tensor, Tensor]] = None,
     ) -> Tensor:
         """Margin ``m^k(i, j)`` of every part between samples, without gradient.
 
         Args:
-            image_parts (Tensor): (K, B, D) L2-normalised image parts.
+            image_parts (Tensor): (K, B, D) L2-normalised image parts of the
+                anchors.
             text_parts (Tensor): (K, B, D) L2-normalised text parts.
             labels (Tensor): (B,) person labels.
+            candidates (tuple[Tensor, Tensor, Tensor], optional): The samples
+                the anchors are compared with, as in
+                :meth:`part_commonality`. Defaults to the anchors.
 
         Returns:
-            Tensor: Broadcastable to (K, B, B): a scalar for
-            ``margin_mode='fixed'``, else (K, B, B) for ``'pair'`` and
+            Tensor: Broadcastable to (K, B, M): a scalar for
+            ``margin_mode='fixed'``, else (K, B, M) for ``'pair'`` and
             (K, B, 1) for ``'sample'`` commonality.
         """
         if self.margin_mode == 'fixed':
             return image_parts.new_tensor(self.margin_max)
-        common = self.part_commonality(image_parts, text_parts, labels)
+        common = self.part_commonality(image_parts, text_parts, labels, candidates)
         return (self.margin_max * (1.0 - common)).clamp(min=self.margin_min)
 
     def _reduce(self, hinge: Tensor, negative: Tensor) -> Tensor:
-        """Average (K, B, B) anchor-by-candidate hinges over negatives."""
-        has_negative = negative.any(dim=1)  # (B,)
+        """(K, B) mean over negatives of (K, B, M) anchor-by-candidate hinges."""
         if self.negatives == 'all':
             weights = negative.to(hinge.dtype)
             per_anchor = (hinge * weights).sum(-1) / weights.sum(-1).clamp(min=1.0)
@@ -170,8 +210,7 @@ class CommonalityMarginRankingLoss(nn.Module):
             per_anchor = (values.clamp(min=0.0) * valid).sum(-1) / valid.sum(-1).clamp(
                 min=1.0
             )
-        weights = has_negative.to(hinge.dtype)
-        return (per_anchor * weights).sum(-1).mean() / weights.sum().clamp(min=1.0)
+        return per_anchor
 
     def forward(
         self, image_parts: Tensor, text_parts: Tensor, labels: Tensor
@@ -199,23 +238,47 @@ class CommonalityMarginRankingLoss(nn.Module):
             raise ValueError(
                 f'got {labels.numel()} labels for {image_parts.shape[0]} samples'
             )
-        negative = labels[:, None] != labels[None, :]  # (B, B)
-        if image_parts.shape[1] == 0 or not negative.any():
-            return (image_parts.sum() + text_parts.sum()) * 0.0
         # Margins of a few hundredths need more precision than float16 (AMP).
         dtype = torch.promote_types(image_parts.dtype, torch.float32)
         with torch.autocast(device_type=image_parts.device.type, enabled=False):
-            f = F.normalize(image_parts.to(dtype), dim=-1).transpose(0, 1)  # K,B,D
-            g = F.normalize(text_parts.to(dtype), dim=-1).transpose(0, 1)
-            t2i = g @ f.transpose(1, 2)  # (K, B, B): text i vs image j
-            positive = t2i.diagonal(dim1=1, dim2=2).unsqueeze(-1)  # (K, B, 1)
-            margin = self.part_margins(f.detach(), g.detach(), labels)
-            # Anchor-major in both directions: row i is the anchor, column j
-            # the negative; 'pair' margins are symmetric, 'sample' ones the
-            # anchor's.
+            image = F.normalize(image_parts.to(dtype), dim=-1)
+            text = F.normalize(text_parts.to(dtype), dim=-1)
+            batch = gather_batch(image, text, labels, enabled=self.gather)
+            all_image, all_text, all_labels = batch.tensors
+            all_negative = all_labels[:, None] != all_labels[None, :]  # (M, M)
+            if image_parts.shape[1] == 0 or not all_negative.any():
+                # Through the gathered tensors: every process runs the
+                # gather's backward, whatever its own batch holds.
+                return (all_image.sum() + all_text.sum()) * 0.0
+            # Anchors: the local samples (rows); candidates: the batch (M).
+            f = image.transpose(0, 1)  # (K, B, D)
+            g = text.transpose(0, 1)
+            all_f = all_image.transpose(0, 1)  # (K, M, D)
+            all_g = all_text.transpose(0, 1)
+            t2i = g @ all_f.transpose(1, 2)  # (K, B, M): text i vs image j
+            i2t = f @ all_g.transpose(1, 2)  # (K, B, M): image i vs text j
+            rows = torch.arange(labels.numel(), device=labels.device)
+            positive = t2i[:, rows, rows + batch.offset].unsqueeze(-1)  # (K, B, 1)
+            margin = self.part_margins(
+                f.detach(),
+                g.detach(),
+                labels,
+                candidates=(all_f.detach(), all_g.detach(), all_labels),
+            )
+            negative = all_negative[batch.offset : batch.offset + labels.numel()]
+            # 'pair' margins are symmetric, 'sample' ones the anchor's: the
+            # same margin serves both directions.
             hinge_t2i = (margin - positive + t2i).clamp(min=0.0)
-            hinge_i2t = (margin - positive + t2i.transpose(1, 2)).clamp(min=0.0)
-            loss = self._reduce(hinge_t2i, negative) + self._reduce(hinge_i2t, negative)
+            hinge_i2t = (margin - positive + i2t).clamp(min=0.0)
+            per_anchor = self._reduce(hinge_t2i, negative) + self._reduce(
+                hinge_i2t, negative
+            )
+            # Mean over parts, then over the batch's anchors with a negative.
+            with_negative = negative.any(dim=1).to(dtype)
+            loss = batch.anchor_mean(
+                per_anchor.mean(dim=0) * with_negative,
+                count=all_negative.any(dim=1).sum(),
+            )
         return self.loss_weight * loss
 
 

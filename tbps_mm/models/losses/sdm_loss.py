@@ -6,6 +6,10 @@ one text to every image (and of one image to every text) and the
 identity-match distribution ``q(i, j) = [y_i = y_j] / sum_j [y_i = y_j]``,
 summed over both directions and averaged over the batch. Written by hand: no
 OpenMMLab package ships it; this follows IRRA's ``compute_sdm``.
+
+With ``gather=True`` a distributed run scores each process's samples against
+the whole global batch (``batch_gather.gather_batch``), so an N-process step
+computes the loss of its global batch, not N losses of its shares.
 """
 
 import math
@@ -15,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tbps_mm.registry import MODELS
+
+from .batch_gather import gather_batch
 
 INPUT_KEYS = ('embed', 'fused_embed')
 
@@ -37,6 +43,14 @@ class SDMLoss(nn.Module):
             embeddings in one vector whose dot product is the test-time
             fused score, ``TBPSRetriever.fused_embed``). Defaults to
             ``'embed'``.
+        gather (bool): In a distributed run, score the local samples
+            against the samples (and identities) of every process, with
+            gradients flowing back to each sample's process. The
+            per-process loss is the sum of its anchors' terms times
+            ``world_size / global_batch``, so that its mean over processes
+            (what DDP's gradient averaging computes) is the single-process
+            loss on the global batch. Without a process group it changes
+            nothing. Defaults to False (each process's own batch).
 
     Example:
         >>> loss = SDMLoss()
@@ -51,6 +65,7 @@ class SDMLoss(nn.Module):
         epsilon: float = 1e-8,
         loss_weight: float = 1.0,
         input_key: str = 'embed',
+        gather: bool = False,
     ) -> None:
         super().__init__()
         if input_key not in INPUT_KEYS:
@@ -68,6 +83,7 @@ class SDMLoss(nn.Module):
             self.register_buffer('log_logit_scale', log_scale, persistent=False)
         self.epsilon = epsilon
         self.loss_weight = loss_weight
+        self.gather = gather
 
     @property
     def logit_scale(self) -> Tensor:
@@ -92,22 +108,32 @@ class SDMLoss(nn.Module):
                 'SDMLoss expects image and text embeddings of one shape (B, D), '
                 f'got {tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}'
             )
+        if labels.numel() != image_embeds.shape[0]:
+            raise ValueError(
+                f'SDMLoss got {labels.numel()} labels for {image_embeds.shape[0]} '
+                'samples'
+            )
         # In float32 even under AMP: epsilon = 1e-8 underflows in float16 and
         # log(0) would turn the loss into inf / nan.
         dtype = torch.promote_types(image_embeds.dtype, torch.float32)
         with torch.autocast(device_type=image_embeds.device.type, enabled=False):
-            labels = labels.view(-1, 1)
-            match = (labels == labels.t()).to(dtype)
-            target = match / match.sum(dim=1, keepdim=True)
-            log_target = torch.log(target + self.epsilon)
             image = F.normalize(image_embeds.to(dtype), dim=-1)
             text = F.normalize(text_embeds.to(dtype), dim=-1)
-            t2i = self.logit_scale.to(dtype) * (text @ image.t())
+            labels = labels.view(-1)
+            batch = gather_batch(image, text, labels, enabled=self.gather)
+            all_image, all_text, all_labels = batch.tensors
+            # Rows: the local anchors; columns: every sample of the batch.
+            match = (labels[:, None] == all_labels[None, :]).to(dtype)
+            target = match / match.sum(dim=1, keepdim=True)
+            log_target = torch.log(target + self.epsilon)
+            scale = self.logit_scale.to(dtype)
+            t2i = scale * (text @ all_image.t())
+            i2t = scale * (image @ all_text.t())
             loss = 0.0
-            for logits in (t2i, t2i.t()):
+            for logits in (t2i, i2t):
                 log_pred = F.log_softmax(logits, dim=1)
                 kl = log_pred.exp() * (log_pred - log_target)
-                loss = loss + kl.sum(dim=1).mean()
+                loss = loss + batch.anchor_mean(kl.sum(dim=1))
         return self.loss_weight * loss
 
 

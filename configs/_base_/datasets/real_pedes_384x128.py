@@ -30,7 +30,7 @@ train_pipeline = [
             ),
         ],
     ),
-    dict(type='CleanCaption'),
+    dict(type='NormalizeCaption'),
     dict(type='TokenizeCaption', tokenizer=tokenizer_dir, max_length=max_length),
     dict(type='PackTBPSInputs'),
 ]
@@ -42,7 +42,7 @@ test_pipeline = [
             dict(type='Resize', scale=(img_scale[1], img_scale[0])),
         ],
     ),
-    dict(type='CleanCaption'),
+    dict(type='NormalizeCaption'),
     dict(type='TokenizeCaption', tokenizer=tokenizer_dir, max_length=max_length),
     dict(type='PackTBPSInputs'),
 ]
@@ -65,12 +65,7 @@ val_dataloader = dict(
     dataset=dict(split='val', pipeline=test_pipeline),
 )
 test_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=num_workers,
-    persistent_workers=num_workers > 0,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(split='test', pipeline=test_pipeline),
+    val_dataloader, dataset=dict(val_dataloader['dataset'], split='test')
 )
 val_evaluator = dict(type='TBPSRetrievalMetric')
-test_evaluator = dict(type='TBPSRetrievalMetric')
+test_evaluator = val_evaluator

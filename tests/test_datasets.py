@@ -43,7 +43,7 @@ def expected_counts(fmt):
 @pytest.fixture(autouse=True)
 def no_full_gc(monkeypatch):
     # MMEngine's BaseDataset runs gc.collect() when it serialises the data
-    # list: ~1 s per build with torch imported. It only frees memory, so the
+    # list, which is slow with torch imported. It only frees memory, so the
     # tests skip it to stay fast.
     monkeypatch.setattr(base_dataset_module.gc, 'collect', lambda *args: 0)
 

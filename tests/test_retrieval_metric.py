@@ -295,8 +295,8 @@ def test_tools_test_end_to_end(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(TBPSRetriever, 'encode_image', count_image)
     monkeypatch.setattr(TBPSRetriever, 'encode_text', count_text)
-    # The Runner formats its config with yapf three times (seconds each on a
-    # small CPU); the test does not read that text.
+    # The Runner formats its config with yapf three times, which is slow on a
+    # small CPU; the test does not read that text.
     monkeypatch.setattr(Config, 'pretty_text', property(lambda self: self.text))
     tool = Path(__file__).resolve().parents[1] / 'tools' / 'test.py'
     module_spec = importlib.util.spec_from_file_location('test_tool', tool)

@@ -72,8 +72,8 @@ class TBPSRetriever(BaseModel):
             image's content from the first step). Defaults to ``'cls'``.
         channels_last (bool): Keep a convolutional image encoder and its
             input in channels-last memory layout, in which oneDNN runs
-            convolutions faster on CPU (about 7 % of the quick-start model's
-            step); outputs are the same. Defaults to False.
+            convolutions faster on CPU; outputs are the same. Defaults to
+            False.
         data_preprocessor (dict | nn.Module, optional): Defaults to
             ``dict(type='TBPSDataPreprocessor')``.
         init_cfg (dict, optional): MMEngine init config.

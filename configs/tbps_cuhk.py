@@ -14,4 +14,5 @@ _base_ = [
     '_base_/default_runtime.py',
 ]
 
-model = dict(losses=dict(id=dict(num_classes=11003)))  # CUHK-PEDES train ids
+# The ID loss has one class per training identity of the dataset.
+model = dict(losses=dict(id=dict(num_classes={{_base_.num_classes}})))

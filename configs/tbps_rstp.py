@@ -9,4 +9,5 @@ _base_ = [
     '_base_/default_runtime.py',
 ]
 
-model = dict(losses=dict(id=dict(num_classes=3701)))  # RSTPReid train ids
+# The ID loss has one class per training identity of the dataset.
+model = dict(losses=dict(id=dict(num_classes={{_base_.num_classes}})))

@@ -14,3 +14,5 @@ _base_ = [
 ]
 
 default_hooks = dict(logger=dict(interval=20))
+# The ID loss has one class per training identity of the dataset.
+model = dict(losses=dict(id=dict(num_classes={{_base_.num_classes}})))

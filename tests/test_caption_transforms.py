@@ -12,9 +12,9 @@ from PIL import Image
 import tbps_mm  # noqa: F401
 from tbps_mm.datasets.transforms import (
     AugmentCaption,
-    CleanCaption,
     ImagePipeline,
     ImageTransformError,
+    NormalizeCaption,
     PackTBPSInputs,
     TokenizeCaption,
 )
@@ -28,34 +28,40 @@ def tok_dir(tmp_path_factory):
 
 def test_transforms_are_registered():
     for name in (
-        'CleanCaption',
+        'NormalizeCaption',
         'AugmentCaption',
         'TokenizeCaption',
         'ImagePipeline',
         'PackTBPSInputs',
     ):
         assert TRANSFORMS.get(name) is not None, name
+    # tbps_mm shadows none of MMPretrain's transforms: CleanCaption stays
+    # MMPretrain's (punctuation removal on 'gt_caption'), ours is apart.
+    from mmpretrain.datasets.transforms import CleanCaption
+
+    assert TRANSFORMS.get('CleanCaption') is CleanCaption
+    assert TRANSFORMS.get('NormalizeCaption') is NormalizeCaption
 
 
-# ------------------------------------------------------------- CleanCaption
-def test_clean_caption_normalises_whitespace_and_case():
-    out = CleanCaption()(dict(text='  A man\n in \t a RED  coat. '))
+# ------------------------------------------------------------- NormalizeCaption
+def test_normalize_caption_normalises_whitespace_and_case():
+    out = NormalizeCaption()(dict(text='  A man\n in \t a RED  coat. '))
     assert out['text'] == 'A man in a RED coat.'
-    out = CleanCaption(lower_case=True)(dict(text='  A man\n in RED. '))
+    out = NormalizeCaption(lower_case=True)(dict(text='  A man\n in RED. '))
     assert out['text'] == 'a man in red.'
 
 
-def test_clean_caption_ignores_items_without_text():
+def test_normalize_caption_ignores_items_without_text():
     item = dict(img_path='a.jpg', image_id=1)
-    assert CleanCaption()(dict(item)) == item
+    assert NormalizeCaption()(dict(item)) == item
 
 
-def test_clean_caption_empty_names_the_sample():
+def test_normalize_caption_empty_names_the_sample():
     item = dict(
         text=' \n\t ', img_path='imgs/p1.jpg', image_id=4, caption_idx=1, sample_idx=9
     )
     with pytest.raises(ValueError) as err:
-        CleanCaption()(item)
+        NormalizeCaption()(item)
     message = str(err.value)
     assert "img_path='imgs/p1.jpg'" in message and 'image_id=4' in message
     assert 'caption 1' in message and 'sample 9' in message

@@ -170,3 +170,9 @@ def test_trailing_padding_columns_are_trimmed_and_outputs_unchanged():
         b = model.encode_text(full['text_ids'], full['text_mask'])
     torch.testing.assert_close(a['embed'], b['embed'], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(a['part_embeds'], b['part_embeds'], atol=1e-5, rtol=1e-5)
+    # The model returns attention over exactly the columns it was given: the
+    # trimmed batch's maps match its ids, the untrimmed maps are zero beyond.
+    assert a['attn'].shape[-1] == trimmed['text_ids'].shape[1]
+    assert b['attn'].shape[-1] == full['text_ids'].shape[1]
+    torch.testing.assert_close(a['attn'], b['attn'][..., :5], atol=1e-5, rtol=1e-5)
+    assert torch.all(b['attn'][..., 5:] == 0)

@@ -43,7 +43,7 @@ def expected_counts(fmt):
 @pytest.fixture(autouse=True)
 def no_full_gc(monkeypatch):
     # MMEngine's BaseDataset runs gc.collect() when it serialises the data
-    # list: ~1 s per build with torch imported. It only frees memory, so the
+    # list, which is slow with torch imported. It only frees memory, so the
     # tests skip it to stay fast.
     monkeypatch.setattr(base_dataset_module.gc, 'collect', lambda *args: 0)
 
@@ -351,7 +351,7 @@ def test_synthpedes_other_ranks_wait_for_rank_0(tmp_path, monkeypatch):
 def test_synthpedes_tiny_for_real(tmp_path):
     root = str(tmp_path / 'synthpedes_tiny')
     pipeline = [
-        dict(type='CleanCaption'),
+        dict(type='NormalizeCaption'),
         dict(type='TokenizeCaption', tokenizer=root + '/tokenizer', max_length=48),
     ]
     train = SynthPedes(data_root=root, size='tiny', seed=0, pipeline=pipeline)
@@ -389,7 +389,7 @@ def _full_pipeline(tok_dir, train):
             dict(type='RandomCrop', crop_size=(96, 32), padding=4),
             dict(type='RandomErasing', erase_prob=0.5, fill_color=(104, 117, 123)),
         ]
-    text = [dict(type='CleanCaption')]
+    text = [dict(type='NormalizeCaption')]
     if train:
         text.append(dict(type='AugmentCaption', mask_prob=0.2, delete_prob=0.1))
     text.append(dict(type='TokenizeCaption', tokenizer=tok_dir, max_length=16))

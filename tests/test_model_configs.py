@@ -51,35 +51,18 @@ def test_paper_config_without_weights_names_the_missing_folder(tmp_path):
         MODELS.build(model)
 
 
-SYNTH_LOSSES = {'loss_sdm', 'loss_id', 'loss_cmr'}
+SYNTH_LOSSES = {'loss_sdm', 'loss_id', 'loss_cmr', 'loss_div', 'loss_sdm_fused'}
 
 
 @pytest.mark.parametrize(
-    'model_file, expected_losses',
-    [
-        # The quick-start model adds the part diversity loss.
-        ('partq_resnet-small_synth.py', SYNTH_LOSSES | {'loss_div', 'loss_sdm_fused'}),
-        ('partq_vit-small_synth.py', SYNTH_LOSSES),
-    ],
+    'config', ['tbps_synth.py', osp.join('ablations', 'synth_vit.py')]
 )
-def test_synth_quick_start_composition_builds_and_trains(
-    tmp_path, model_file, expected_losses
-):
-    top = tmp_path / 'tbps_synth_test.py'
-    top.write_text(
-        '_base_ = [\n'
-        + ''.join(
-            f'    {osp.join(CONFIGS, *p)!r},\n'
-            for p in (
-                ('models', model_file),
-                ('datasets', 'synthpedes.py'),
-                ('schedules', 'synth_cpu.py'),
-                ('default_runtime.py',),
-            )
-        )
-        + ']\n'
-    )
-    cfg = Config.fromfile(str(top))
+def test_synth_quick_start_composition_builds_and_trains(config):
+    # The quick start and its ViT variant: the model base, the dataset base
+    # (which alone sets num_classes), schedule and runtime compose and train.
+    cfg = Config.fromfile(osp.join(osp.dirname(CONFIGS), config))
+    dataset = Config.fromfile(osp.join(CONFIGS, 'datasets', 'synthpedes.py'))
+    assert cfg.model.losses.id.num_classes == dataset.num_classes
     assert len(synthpedes_vocab()) <= cfg.text_vocab_size
     assert cfg.text_max_length >= cfg.max_length
     assert tuple(cfg.img_size) == tuple(cfg.img_scale)
@@ -98,7 +81,7 @@ def test_synth_quick_start_composition_builds_and_trains(
     samples = [DataSample().set_gt_label(i) for i in range(B)]
     losses = model(inputs, samples, mode='loss')
     optim.update_params(sum(losses.values()))
-    assert set(losses) == expected_losses
+    assert set(losses) == SYNTH_LOSSES
     # Both image encoders give the part queries an 8x3 grid of tokens.
     with torch.no_grad():
         out = model.eval().encode_image(inputs['images'])
@@ -173,3 +156,25 @@ def test_every_ablation_config_builds_its_model(name):
     model = MODELS.build(cfg.model)
     # A loss that needs part outputs on a K = 0 head fails at build time.
     assert model.losses and 'sdm' in model.losses
+
+
+@pytest.mark.parametrize(
+    'top, val_split, num_classes',
+    [
+        ('tbps_synth.py', 'val', 1000),
+        ('tbps_cuhk.py', 'val', 11003),
+        ('tbps_icfg.py', 'test', 3102),  # published without a val split
+        ('tbps_rstp.py', 'val', 3701),
+    ],
+)
+def test_top_level_configs_take_splits_and_num_classes_from_the_dataset(
+    top, val_split, num_classes
+):
+    cfg = Config.fromfile(osp.join(osp.dirname(CONFIGS), top))
+    splits = [cfg[f'{s}_dataloader'].dataset.split for s in ('train', 'val', 'test')]
+    assert splits == ['train', val_split, 'test']
+    assert cfg.val_dataloader.dataset.pipeline == cfg.test_dataloader.dataset.pipeline
+    assert cfg.test_dataloader.dataset.type == cfg.train_dataloader.dataset.type
+    assert cfg.test_evaluator == cfg.val_evaluator
+    assert cfg.num_classes == num_classes  # the dataset config's
+    assert cfg.model.losses.id.num_classes == num_classes

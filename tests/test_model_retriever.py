@@ -79,7 +79,9 @@ def test_encoders_return_normalised_embeddings_and_maps(model):
     # 96x32 images, patch 16: a 6x2 grid of patch tokens (CLS excluded).
     assert img['attn'].shape == (3, NUM_PARTS, 12) and img['attn_hw'] == (6, 2)
     assert txt['attn'].shape == (3, NUM_PARTS, ids.shape[1])
-    # Extra trailing padding changes nothing but the maps' length.
+    # The model encodes the columns it is given (trimming is the data
+    # preprocessor's): extra padding columns come back in the maps, with zero
+    # attention, and change no embedding.
     padded = model.encode_text(
         torch.cat([ids, torch.zeros(3, 5, dtype=ids.dtype)], 1),
         torch.cat([mask, torch.zeros(3, 5, dtype=mask.dtype)], 1),
@@ -87,6 +89,7 @@ def test_encoders_return_normalised_embeddings_and_maps(model):
     torch.testing.assert_close(padded['part_embeds'], txt['part_embeds'])
     torch.testing.assert_close(padded['attn'][..., : ids.shape[1]], txt['attn'])
     assert padded['attn'].shape[-1] == ids.shape[1] + 5
+    assert torch.all(padded['attn'][..., ids.shape[1] :] == 0)
     # s = s_coarse + lambda * mean_k s_k
     sim = model.similarity(txt, img)
     coarse = txt['embed'] @ img['embed'].t()

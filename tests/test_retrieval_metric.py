@@ -222,7 +222,6 @@ def test_results_table():
 TEST_CONFIG = """
 default_scope = 'tbps_mm'
 runner_type = 'TBPSRunner'
-log_level = 'WARNING'
 model = dict(
     type='TBPSRetriever',
     image_encoder=dict(
@@ -241,7 +240,7 @@ model = dict(
 test_pipeline = [
     dict(type='ImagePipeline', transforms=[
         dict(type='LoadImageFromFile'), dict(type='Resize', scale=(32, 96))]),
-    dict(type='CleanCaption'),
+    dict(type='NormalizeCaption'),
     dict(type='TokenizeCaption', tokenizer={tokenizer!r}, max_length=16),
     dict(type='PackTBPSInputs'),
 ]
@@ -296,8 +295,8 @@ def test_tools_test_end_to_end(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(TBPSRetriever, 'encode_image', count_image)
     monkeypatch.setattr(TBPSRetriever, 'encode_text', count_text)
-    # The Runner formats its config with yapf three times (seconds each on a
-    # small CPU); the test does not read that text.
+    # The Runner formats its config with yapf three times, which is slow on a
+    # small CPU; the test does not read that text.
     monkeypatch.setattr(Config, 'pretty_text', property(lambda self: self.text))
     tool = Path(__file__).resolve().parents[1] / 'tools' / 'test.py'
     module_spec = importlib.util.spec_from_file_location('test_tool', tool)
@@ -312,8 +311,12 @@ def test_tools_test_end_to_end(tmp_path, monkeypatch, capsys):
     )
     assert code == 0
     assert encoded == {'images': 8, 'texts': 16}  # each item encoded once
+    # The metric logs the table (console and log file); the tool adds no copy.
     printed = capsys.readouterr().out
-    assert '| task' in printed and '| t2i ' in printed and '| i2t ' in printed
+    assert printed.count('| task') == 1
+    assert '| t2i ' in printed and '| i2t ' in printed
+    log_files = list((tmp_path / 'work').glob('*/*.log'))
+    assert len(log_files) == 1 and '| i2t ' in log_files[0].read_text()
 
     result = json.loads(out_json.read_text())
     queries = result['queries']
@@ -332,3 +335,36 @@ def test_tools_test_end_to_end(tmp_path, monkeypatch, capsys):
     assert len(figures) == 16
     aps = [float(name.split('_ap')[1].split('_')[0]) for name in figures]
     assert aps == sorted(aps)  # worst first
+
+
+def test_ranked_list_hook_reads_the_lists_the_metric_publishes(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub, MMLogger
+
+    from tbps_mm.engine import RankedListHook
+    from tbps_mm.evaluation.metrics import RANKED_LISTS_INFO
+
+    with pytest.raises(ValueError, match='out_file, show_dir or both'):
+        RankedListHook()
+    hub = MessageHub.get_instance('ranked_list_hook_test')
+    runner = SimpleNamespace(
+        message_hub=hub,
+        logger=MMLogger.get_instance('ranked_list_hook_test'),
+        visualizer=None,
+    )
+    hook = RankedListHook(out_file=str(tmp_path / 'ranked.json'), topk=2)
+    with pytest.raises(RuntimeError, match='keep_ranked >= 2'):
+        hook.after_test_epoch(runner, {})
+    # The metric publishes in the current message hub (the runner's in a run).
+    g, q = make_problem()
+    metric = TBPSRetrievalMetric(keep_ranked=2)
+    metrics = run_metric(metric, to_samples(g, q, 0.5))
+    runner.message_hub = MessageHub.get_current_instance()
+    assert runner.message_hub.get_info(RANKED_LISTS_INFO) is metric.ranked_results
+    hook.after_test_epoch(runner, metrics)
+    written = json.loads((tmp_path / 'ranked.json').read_text())
+    assert written['metrics'] == pytest.approx(metrics)
+    assert len(written['queries']) == len(q['labels'])
+    assert all(len(entry['topk']) == 2 for entry in written['queries'])

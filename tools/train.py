@@ -10,17 +10,16 @@ Examples:
 """
 
 import argparse
-import os.path as osp
 import sys
-
-from mmengine.config import DictAction
 
 import tbps_mm  # noqa: F401  (registers every component)
 from tbps_mm.engine import (
     LaunchError,
+    add_launch_args,
     build_runner,
     check_checkpoint,
     load_config,
+    resolve_work_dir,
     setup_distributed,
     teardown_distributed,
 )
@@ -29,7 +28,6 @@ from tbps_mm.engine import (
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a tbps_mm model')
     parser.add_argument('config', help='train config file')
-    parser.add_argument('--work-dir', help='where logs and checkpoints go')
     parser.add_argument(
         '--resume',
         nargs='?',
@@ -58,31 +56,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         action='store_true',
         help='after training, evaluate the final model on the test split',
     )
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, e.g. train_dataloader.batch_size=32',
-    )
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher',
-    )
-    # torchrun passes --local-rank / --local_rank to older launch styles.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_launch_args(parser, work_dir_help='where logs and checkpoints go')
     return parser.parse_args(argv)
 
 
 def merge_args(cfg, args):
     """Apply the command line on top of the config."""
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join(
-            './work_dirs', osp.splitext(osp.basename(args.config))[0]
-        )
+    resolve_work_dir(cfg, args.config, args.work_dir)
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if optim_wrapper not in ('AmpOptimWrapper', 'mmengine.AmpOptimWrapper'):

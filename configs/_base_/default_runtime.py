@@ -25,7 +25,7 @@ env_cfg = dict(
 )
 
 vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='Visualizer', vis_backends=vis_backends)
+visualizer = dict(type='TBPSVisualizer', vis_backends=vis_backends)
 
 log_processor = dict(by_epoch=True, window_size=20)
 log_level = 'INFO'

@@ -1,4 +1,4 @@
-# Ablation row "parts + fixed margin" (issue 7): the quick-start model
+# Ablation row "parts + fixed margin": the quick-start model
 # (configs/tbps_synth.py) with the part ranking loss at a FIXED margin
 # (margin_max for every part and negative): a plain part-level ranking loss,
 # so the difference to the full method is the commonality-based margin alone.

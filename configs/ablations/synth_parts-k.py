@@ -1,4 +1,4 @@
-# Ablation rows "K parts" (issue 7): the quick-start model (configs/tbps_synth.py,
+# Ablation rows "K parts": the quick-start model (configs/tbps_synth.py,
 # K = 4) with another number of shared part queries. K is the config variable
 # `num_parts` below; set it per run with
 #   --cfg-options model.head.num_parts=K

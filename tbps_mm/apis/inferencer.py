@@ -202,8 +202,8 @@ class TBPSInferencer:
 
         Returns:
             tuple[dict, dict]: ``TBPSRetriever.encode_text``'s output (batch
-            of 1) and the packed item (``inputs`` with ``text_ids`` /
-            ``text_mask``, ``data_samples``).
+            of 1) and the data preprocessor's ``inputs`` it was computed from
+            (``text_ids`` / ``text_mask`` (1, L), the columns the model saw).
 
         Raises:
             ValueError: An empty query.
@@ -214,7 +214,7 @@ class TBPSInferencer:
             )
         item = self._prepare(dict(text=query, modality='text', sample_idx=0))
         inputs = self._forward([item])
-        return self.model.encode_text(inputs['text_ids'], inputs['text_mask']), item
+        return self.model.encode_text(inputs['text_ids'], inputs['text_mask']), inputs
 
     # ------------------------------------------------------------------ #
     # Index
@@ -514,7 +514,7 @@ class TBPSInferencer:
             ValueError: An empty query, an unreadable image, or a model
                 without part queries or without a patch grid.
         """
-        text, item = self.encode_text(query)
+        text, inputs = self.encode_text(query)
         try:
             image = self.encode_images([image_path])
         except Exception as err:  # noqa: BLE001 - re-raised naming the image
@@ -535,10 +535,8 @@ class TBPSInferencer:
             )
         score = float(self.model.similarity(text, image)[0, 0])
         text_attn = text['attn'][0].float().cpu().numpy()  # (K, L)
-        # The data preprocessor may have cut trailing padding columns.
-        length = text_attn.shape[1]
-        ids = item['inputs']['text_ids'].numpy()[:length]
-        mask = item['inputs']['text_mask'].numpy().astype(bool)[:length]
+        ids = inputs['text_ids'][0].cpu().numpy()
+        mask = inputs['text_mask'][0].cpu().numpy().astype(bool)
         keep = mask.copy()
         words: List[str] = []
         if self._tokenize is not None:

@@ -11,6 +11,7 @@ group itself in that case and configures DDP without device ids, so that
 ``tools/dist_train.sh`` runs on CPU too (which is how it is tested).
 """
 
+import argparse
 import inspect
 import os
 import os.path as osp
@@ -18,13 +19,74 @@ from typing import Optional
 
 import torch
 import torch.distributed as torch_dist
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config, ConfigDict, DictAction
 
 from tbps_mm.registry import RUNNERS
 
 
 class LaunchError(Exception):
     """A user error found before anything ran (bad path, bad option)."""
+
+
+def add_launch_args(
+    parser: argparse.ArgumentParser, work_dir_help: str = 'where logs go'
+) -> argparse.ArgumentParser:
+    """Add the arguments every entry script shares to ``parser``.
+
+    ``--work-dir``, ``--cfg-options`` (MMEngine's ``DictAction``),
+    ``--launcher`` and ``--local_rank`` / ``--local-rank`` (which torchrun
+    passes to older launch styles).
+
+    Args:
+        parser (argparse.ArgumentParser): The script's parser.
+        work_dir_help (str): Help text of ``--work-dir``.
+
+    Returns:
+        argparse.ArgumentParser: ``parser``.
+
+    Example:
+        >>> parser = add_launch_args(argparse.ArgumentParser())
+        >>> parser.parse_args(['--launcher', 'pytorch']).launcher
+        'pytorch'
+    """
+    parser.add_argument('--work-dir', help=work_dir_help)
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. train_dataloader.batch_size=32',
+    )
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher',
+    )
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser
+
+
+def resolve_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None:
+    """Set ``cfg.work_dir``: the command line's, the config's, or a default.
+
+    The default is ``./work_dirs/<config file stem>``, MMEngine's habit.
+
+    Args:
+        cfg (Config): The config, changed in place.
+        config_path (str): The config file (names the default folder).
+        work_dir (str, optional): ``--work-dir``.
+
+    Example:
+        >>> resolve_work_dir(cfg, 'configs/tbps_synth.py', None)  # doctest: +SKIP
+        >>> cfg.work_dir
+        './work_dirs/tbps_synth'
+    """
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join(
+            './work_dirs', osp.splitext(osp.basename(config_path))[0]
+        )
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:

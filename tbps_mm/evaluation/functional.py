@@ -1,6 +1,6 @@
 """Retrieval metrics of the TBPS protocol: the single implementation in tbps_mm.
 
-This module owns the field's numbers (R@K, mAP, mINP, DESIGN.md section 7).
+This module owns the field's numbers (R@K, mAP, mINP; docs/evaluation.md, section 1).
 Every other part of tbps_mm (the metric class, ``tools/test.py``, the
 benchmarks) calls these functions instead of re-implementing them.
 
@@ -30,7 +30,7 @@ chunk's rows (numpy's SIMD sort on the CPU) costs less than comparing every
 score with every correct item's score once a query has more than a couple of
 correct items. Queries are processed in chunks whose size is chosen from a
 memory budget, so a 19,848 x 19,848 problem (ICFG-PEDES) runs in bounded
-memory (256 MiB of temporaries by default; about 20 s on two CPU cores).
+memory (256 MiB of temporaries by default).
 
 Per-query AP is summed left to right with ``cumsum`` (trailing zero padding
 cannot change the sum) and the means over queries use correctly rounded
@@ -227,8 +227,8 @@ def query_rank_stats(
 def _sort_rows(sim: torch.Tensor) -> torch.Tensor:
     """Sort every row ascending (values only).
 
-    On the CPU numpy's SIMD sort is used: it is about ten times faster than
-    ``torch.sort``, which also builds an index matrix that is not needed here.
+    On the CPU numpy's SIMD sort is used: it is faster than ``torch.sort``,
+    which also builds an index matrix that is not needed here.
     """
     sim = sim.detach()
     if sim.device.type == 'cpu' and sim.dtype in (

@@ -3,7 +3,8 @@
 This module is the one home of checkpoint handling; every caller goes
 through it:
 
-* :func:`read_weights_file` / :func:`load_tbps_weights`: read a
+* :func:`read_weights_file` / :func:`save_weights_file` /
+  :func:`load_tbps_weights`: read (or write) a
   *weights-only* file (``.safetensors``, or a state dict /
   ``{'state_dict': ...}`` that :func:`torch.load` reads with
   ``weights_only=True``) and load it into a model, refusing files that need
@@ -60,6 +61,7 @@ __all__ = [
     'load_training_checkpoint',
     'publish_weights',
     'read_weights_file',
+    'save_weights_file',
 ]
 
 #: Keys of a model's state dict that inference never needs: the ID
@@ -264,6 +266,43 @@ def read_weights_file(path: str) -> Dict[str, Tensor]:
             f'torch said: {str(err).splitlines()[0]}'
         ) from err
     return _as_state_dict(obj, f'"{path}"')
+
+
+def save_weights_file(
+    state_dict: Mapping[str, Tensor], path: str, fmt: Optional[str] = None
+) -> str:
+    """Write a state dict as a weights-only file :func:`read_weights_file` reads.
+
+    Args:
+        state_dict (Mapping[str, Tensor]): Parameter names to tensors.
+        path (str): The output file.
+        fmt (str, optional): ``'safetensors'`` or ``'pth'`` (a plain state
+            dict saved with :func:`torch.save`). Defaults to the extension
+            of ``path``.
+
+    Returns:
+        str: ``path``.
+
+    Raises:
+        ValueError: An unsupported format.
+
+    Example:
+        >>> save_weights_file(model.state_dict(), 'tiny.safetensors')  # doctest: +SKIP
+        'tiny.safetensors'
+    """
+    fmt = fmt or osp.splitext(path)[1].lstrip('.')
+    if fmt not in ('safetensors', 'pth'):
+        raise ValueError(
+            f'output "{path}": weights are written as safetensors or pth, not {fmt!r}'
+        )
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    if fmt == 'safetensors':
+        from safetensors.torch import save_file
+
+        save_file(tensors, path)
+    else:
+        torch.save(tensors, path)
+    return path
 
 
 def _as_state_dict(obj, source: str) -> Dict[str, Tensor]:
@@ -480,12 +519,7 @@ def publish_weights(
     fd, tmp = tempfile.mkstemp(suffix=ext + '.tmp', dir=folder)
     os.close(fd)
     try:
-        if ext == '.safetensors':
-            from safetensors.torch import save_file
-
-            save_file(kept, tmp)
-        else:
-            torch.save(kept, tmp)
+        save_weights_file(kept, tmp, fmt=ext[1:])
         sha = file_sha256(tmp)
         final = f'{root}-{sha[:8]}{ext}'
         if osp.exists(final):

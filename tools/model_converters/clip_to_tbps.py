@@ -42,6 +42,8 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from tbps_mm.models.checkpoint import read_weights_file, save_weights_file
+
 TOKENIZER_FILES = (
     'tokenizer.json',
     'tokenizer_config.json',
@@ -207,10 +209,7 @@ def read_openai(path: str) -> Dict[str, Tensor]:
             warnings.simplefilter('ignore', FutureWarning)
             state_dict = torch.jit.load(path, map_location='cpu').state_dict()
     except RuntimeError:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-        state_dict = obj.get('state_dict', obj) if isinstance(obj, dict) else None
-        if not isinstance(state_dict, dict):
-            raise ValueError(f'"{path}" holds no CLIP state dict') from None
+        state_dict = read_weights_file(path)
     return {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
 
 
@@ -310,12 +309,7 @@ def convert(
     os.makedirs(out_dir, exist_ok=True)
     tbps_state = hf_to_tbps_image(hf_state)
     weights = osp.join(out_dir, f'clip_tbps.{fmt}')
-    if fmt == 'safetensors':
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in tbps_state.items()}, weights)
-    else:
-        torch.save(dict(tbps_state), weights)
+    save_weights_file(tbps_state, weights, fmt=fmt)
 
     text_dir = osp.join(out_dir, 'text_encoder')
     text_config = CLIPTextConfig.from_dict(text_cfg)

@@ -1,6 +1,9 @@
 # The field's pipeline for the real TBPS datasets (384x128, flip, pad + crop,
 # erasing; CLIP tokenizer), shared by cuhk_pedes.py, icfg_pedes.py and
 # rstpreid.py, which add the dataset type and data_root to each loader.
+# Loaders and evaluators: tbps_loaders.py.
+_base_ = './tbps_loaders.py'
+
 # The text encoder's tokenizer: a local folder. The default is the text-side
 # folder that tools/model_converters/clip_to_tbps.py writes next to the
 # weights the paper-style model config loads (data/pretrained/clip-vit-b16).
@@ -8,8 +11,6 @@ tokenizer_dir = 'data/pretrained/clip-vit-b16/text_encoder'
 
 img_scale = (384, 128)  # (H, W)
 max_length = 77  # CLIP's context length
-batch_size = 64
-num_workers = 4
 # Erased patches are filled with CLIP's mean colour, in BGR order like the
 # loaded images, so that they become ~0 after normalisation.
 erase_fill = (104, 117, 123)
@@ -30,7 +31,7 @@ train_pipeline = [
             ),
         ],
     ),
-    dict(type='CleanCaption'),
+    dict(type='NormalizeCaption'),
     dict(type='TokenizeCaption', tokenizer=tokenizer_dir, max_length=max_length),
     dict(type='PackTBPSInputs'),
 ]
@@ -42,35 +43,11 @@ test_pipeline = [
             dict(type='Resize', scale=(img_scale[1], img_scale[0])),
         ],
     ),
-    dict(type='CleanCaption'),
+    dict(type='NormalizeCaption'),
     dict(type='TokenizeCaption', tokenizer=tokenizer_dir, max_length=max_length),
     dict(type='PackTBPSInputs'),
 ]
 
-train_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=num_workers,
-    persistent_workers=num_workers > 0,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(split='train', pipeline=train_pipeline),
-)
-# Evaluation loaders visit the gallery images, then the caption queries.
-val_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=num_workers,
-    persistent_workers=num_workers > 0,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(split='val', pipeline=test_pipeline),
-)
-test_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=num_workers,
-    persistent_workers=num_workers > 0,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(split='test', pipeline=test_pipeline),
-)
-val_evaluator = dict(type='TBPSRetrievalMetric')
-test_evaluator = dict(type='TBPSRetrievalMetric')
+train_dataloader = dict(num_workers=4, dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(num_workers=4, dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader

@@ -2,6 +2,9 @@
 # the CUHK-PEDES layout. The SynthPedes dataset class generates it into
 # data_root on first use (size and seed below) and refuses a folder that holds
 # anything else. Edit data_root (and size / seed with it) to use another set.
+# Loaders and evaluators: tbps_loaders.py.
+_base_ = './tbps_loaders.py'
+
 data_root = 'data/synthpedes_small'
 synthpedes_size = 'small'
 synthpedes_seed = 0
@@ -9,18 +12,12 @@ synthpedes_seed = 0
 tokenizer = data_root + '/tokenizer'
 
 dataset_type = 'SynthPedes'
+# Training identities (the ID loss's classes) of the 'small' size.
+num_classes = 1000
 img_scale = (128, 48)  # (H, W): the generator's crop size, CPU friendly
 max_length = 64  # SynthPedes captions are at most ~56 tokens
-batch_size = 64
-num_workers = 2
 
-# No augmentation: at the quick-start budget (9 epochs from scratch) the model
-# underfits, and random crops, erasing and caption token dropout only slowed
-# it down (docs/benchmarks_accuracy.md, "Choosing the quick-start model").
-# No horizontal flip in any case: SynthPedes captions may say which way the
-# person walks ("walking to the left"), which a flip would falsify. The real
-# datasets' pipeline (real_pedes_384x128.py) keeps its augmentation.
-train_pipeline = [
+test_pipeline = [
     dict(
         type='ImagePipeline',
         transforms=[
@@ -28,50 +25,25 @@ train_pipeline = [
             dict(type='Resize', scale=(img_scale[1], img_scale[0])),  # (W, H)
         ],
     ),
-    dict(type='CleanCaption'),
+    dict(type='NormalizeCaption'),
     dict(type='TokenizeCaption', tokenizer=tokenizer, max_length=max_length),
     dict(type='PackTBPSInputs'),
 ]
-test_pipeline = [
-    dict(
-        type='ImagePipeline',
-        transforms=[
-            dict(type='LoadImageFromFile'),
-            dict(type='Resize', scale=(img_scale[1], img_scale[0])),
-        ],
-    ),
-    dict(type='CleanCaption'),
-    dict(type='TokenizeCaption', tokenizer=tokenizer, max_length=max_length),
-    dict(type='PackTBPSInputs'),
-]
-
+# Training uses the evaluation pipeline, without augmentation: at the
+# quick-start budget (9 epochs from scratch) the model underfits, and random
+# crops, erasing and caption token dropout only slowed it down
+# (docs/benchmarks_accuracy.md, "Choosing the quick-start model").
+# No horizontal flip in any case: SynthPedes captions may say which way the
+# person walks ("walking to the left"), which a flip would falsify. The real
+# datasets' pipeline (real_pedes_384x128.py) keeps its augmentation.
 synthpedes_dataset = dict(
-    type=dataset_type, data_root=data_root, size=synthpedes_size, seed=synthpedes_seed
+    type=dataset_type,
+    data_root=data_root,
+    size=synthpedes_size,
+    seed=synthpedes_seed,
+    pipeline=test_pipeline,
 )
-train_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=num_workers,
-    persistent_workers=num_workers > 0,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(synthpedes_dataset, split='train', pipeline=train_pipeline),
-)
-# Evaluation loaders visit the gallery images, then the caption queries.
-val_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=num_workers,
-    persistent_workers=num_workers > 0,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(synthpedes_dataset, split='val', pipeline=test_pipeline),
-)
-test_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=num_workers,
-    persistent_workers=num_workers > 0,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    collate_fn=dict(type='pseudo_collate'),
-    dataset=dict(synthpedes_dataset, split='test', pipeline=test_pipeline),
-)
-val_evaluator = dict(type='TBPSRetrievalMetric')
-test_evaluator = dict(type='TBPSRetrievalMetric')
+# Every split reads the same settings; tbps_loaders.py sets the split.
+train_dataloader = dict(dataset=synthpedes_dataset)
+val_dataloader = train_dataloader
+test_dataloader = train_dataloader

@@ -7,10 +7,10 @@
 #   bert_dir:       a transformers BERT folder (config.json + weights); the
 #                   dataset config's tokenizer must be that folder's tokenizer.
 # ResNet-50's last stage gives a 12x4 map at 384x128: its 48 cells are the
-# image tokens and their mean the pooled feature.
+# image tokens and their mean the pooled feature. The ID loss's num_classes
+# is the dataset's (see partq_vit-b16_clip.py).
 resnet_weights = 'data/pretrained/resnet50_in1k.pth'
 bert_dir = 'data/pretrained/bert-base-uncased'
-num_classes = 11003  # CUHK-PEDES train identities; the dataset config sets it
 num_parts = 6
 embed_dims = 512
 
@@ -44,7 +44,7 @@ model = dict(
     # gather=True: with N processes, SDM and CMR see the global batch (docs/method.md).
     losses=dict(
         sdm=dict(type='SDMLoss', temperature=0.02, gather=True),
-        id=dict(type='IDLoss', in_channels=embed_dims, num_classes=num_classes),
+        id=dict(type='IDLoss', in_channels=embed_dims),
         cmr=dict(type='CommonalityMarginRankingLoss', gather=True),
     ),
     fusion_weight=1.0,

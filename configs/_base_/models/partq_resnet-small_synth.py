@@ -11,11 +11,12 @@
 # tokens the part queries attend over, like the ViT's patch grid.
 #
 # text_vocab_size must cover the SynthPedes tokenizer (<data_root>/tokenizer,
-# 219 tokens, [PAD] = 0); captions must fit in text_max_length tokens.
-img_size = (128, 48)
+# 219 tokens, [PAD] = 0); captions must fit in text_max_length tokens. The ID
+# loss's num_classes is the dataset's: the top-level config takes it from the
+# dataset config (configs/tbps_synth.py).
+img_size = (128, 48)  # (H, W) the model is built for: the dataset's img_scale
 text_vocab_size = 256
 text_max_length = 64
-num_classes = 1000  # SynthPedes 'small' train identities
 num_parts = 4
 embed_dims = 256
 image_channels = 128  # the third stage's width: 32 base channels x 4
@@ -40,7 +41,7 @@ model = dict(
         zero_init_residual=False,
         init_cfg=[],
     ),
-    channels_last=True,  # about 7 % faster convolutions on CPU
+    channels_last=True,  # faster convolutions on CPU
     text_encoder=dict(
         type='BertTextEncoder',
         pooling='mean',
@@ -77,7 +78,7 @@ model = dict(
         # tuned for CLIP-initialised encoders and starves a random model of
         # gradient from all but its hardest pairs.
         sdm=dict(type='SDMLoss', temperature=0.07, learnable_temperature=True),
-        id=dict(type='IDLoss', in_channels=embed_dims, num_classes=num_classes),
+        id=dict(type='IDLoss', in_channels=embed_dims),
         # Averaged over every negative, the hinge is met for nearly all of
         # them within a few hundred steps (loss ~0.015) and the part branch
         # stops learning; the 4 hardest negatives per anchor keep it working.

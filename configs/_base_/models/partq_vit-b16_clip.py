@@ -11,11 +11,11 @@
 # source has them). The 14x14 position embeddings of the 224 model are
 # interpolated to the 24x8 grid of 384x128 by MMPretrain when they load.
 #
-# num_classes is the number of training identities: the dataset's top-level
-# config sets it, e.g. model = dict(losses=dict(id=dict(num_classes=11003))).
+# The ID loss's num_classes (training identities) is the dataset's: the
+# top-level config takes it from the dataset config, with
+# model = dict(losses=dict(id=dict(num_classes={{_base_.num_classes}}))).
 clip_dir = 'data/pretrained/clip-vit-b16'
 clip_weights = clip_dir + '/clip_tbps.pth'
-num_classes = 11003  # CUHK-PEDES train identities
 num_parts = 6
 img_size = (384, 128)
 embed_dims = 512
@@ -55,12 +55,7 @@ model = dict(
     # gather=True: with N processes, SDM and CMR see the global batch (docs/method.md).
     losses=dict(
         sdm=dict(type='SDMLoss', temperature=0.02, loss_weight=1.0, gather=True),
-        id=dict(
-            type='IDLoss',
-            in_channels=embed_dims,
-            num_classes=num_classes,
-            loss_weight=1.0,
-        ),
+        id=dict(type='IDLoss', in_channels=embed_dims, loss_weight=1.0),
         cmr=dict(
             type='CommonalityMarginRankingLoss',
             margin_max=0.3,

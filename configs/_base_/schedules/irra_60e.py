@@ -4,7 +4,7 @@
 # queries and projections, the ID classifier), 60 epochs, 5 linear warm-up
 # epochs from 0.1x then cosine to 0, mixed precision. AmpOptimWrapper needs a
 # GPU; on CPU use optim_wrapper=dict(type='OptimWrapper', ...).
-# Batch size 64 is the dataset config's `batch_size` (bases may not repeat keys).
+# Batch size 64 is the loaders' (configs/_base_/datasets/tbps_loaders.py).
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=60, val_interval=1)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')

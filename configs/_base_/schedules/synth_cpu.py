@@ -2,7 +2,7 @@
 # AdamW at a from-scratch learning rate (2e-3), a one-epoch linear warm-up, cosine
 # decay, gradient clipping, full precision, validation at the end only.
 max_epochs = 9
-# Batch size 64 is the dataset config's `batch_size` (bases may not repeat keys).
+# Batch size 64 is the loaders' (configs/_base_/datasets/tbps_loaders.py).
 train_cfg = dict(
     type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs
 )

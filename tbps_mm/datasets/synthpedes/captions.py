@@ -323,7 +323,7 @@ class _Writer:
         self.obj = GRAMMAR['objects'][gender]
 
     def pick(self, options: Sequence):
-        # rng.random() is several times cheaper than rng.integers()
+        # rng.random() is cheaper than rng.integers() per call
         return options[int(self.rng.random() * len(options))]
 
     def coin(self, p: float) -> bool:

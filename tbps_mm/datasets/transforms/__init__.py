@@ -4,14 +4,14 @@ Importing this package registers them in ``tbps_mm.registry.TRANSFORMS``.
 """
 
 from .augment_caption import AugmentCaption
-from .clean_caption import CleanCaption
 from .image_pipeline import ImagePipeline, ImageTransformError
+from .normalize_caption import NormalizeCaption
 from .pack_tbps_inputs import PackTBPSInputs
 from .tokenize_caption import TOKENIZER_FILES, TokenizeCaption, load_local_tokenizer
 
 __all__ = [
     'AugmentCaption',
-    'CleanCaption',
+    'NormalizeCaption',
     'ImagePipeline',
     'ImageTransformError',
     'PackTBPSInputs',

@@ -21,9 +21,11 @@ one record per ``sample_idx`` and sorts by it, so a padded duplicate can never
 count twice. All the ranking runs on rank 0 over the same records.
 
 After computing, the field's table (task | R1 | R5 | R10 | mAP | mINP) is
-logged with MMEngine's logger. With ``keep_ranked > 0`` the top ranked
-gallery items of every query are kept in :attr:`ranked_results` (on rank 0)
-for ``tools/test.py --out / --show-dir``.
+logged with MMEngine's logger (console and log file). With ``keep_ranked > 0``
+the top ranked gallery items of every query are kept in
+:attr:`ranked_results` (on rank 0) and published in MMEngine's message hub
+under :data:`RANKED_LISTS_INFO`, where hooks such as ``RankedListHook``
+(``tools/test.py --out / --show-dir``) read them.
 
 Example:
     >>> metric = TBPSRetrievalMetric(i2t=True)
@@ -34,7 +36,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.evaluator import BaseMetric
-from mmengine.logging import print_log
+from mmengine.logging import MessageHub, print_log
 from mmengine.structures import BaseDataElement
 
 from tbps_mm.fused_score import fuse_scores, score_terms
@@ -49,7 +51,10 @@ from ..functional import (
 from ..rerank import KReciprocalReranker
 from ..retrieval_table import format_retrieval_table
 
-__all__ = ['TBPSRetrievalMetric']
+__all__ = ['RANKED_LISTS_INFO', 'TBPSRetrievalMetric']
+
+#: Message-hub key of the ranked lists kept with ``keep_ranked > 0``.
+RANKED_LISTS_INFO = 'tbps_ranked_lists'
 
 MODALITY_PREFIX = {'image': 'img', 'text': 'text'}
 
@@ -72,7 +77,10 @@ class TBPSRetrievalMetric(BaseMetric):
         topk (Sequence[int]): The K of each R@K. Defaults to (1, 5, 10).
         fusion_weight (float, optional): lambda of the fused score. ``None``
             (default) takes the ``fusion_weight`` the model put in the
-            samples' metainfo.
+            samples' metainfo: lambda is the model's, so validation ranks
+            the score search and export rank, and no evaluator copy can
+            drift from it. Set it only to override on purpose (a lambda
+            sweep over one set of embeddings).
         i2t (bool): Also report image-to-text. Defaults to False.
         rerank (bool): Also report k-reciprocal re-ranking of the fused score
             (``t2i-rerank/...``). Defaults to False.
@@ -247,6 +255,11 @@ class TBPSRetrievalMetric(BaseMetric):
             ranked_task = 't2i-rerank' if self.rerank else 't2i'
             self.ranked_results = self._ranked(
                 queries, gallery, stats[ranked_task], lists
+            )
+            # Runtime information, not training state: never saved to a
+            # checkpoint.
+            MessageHub.get_current_instance().update_info(
+                RANKED_LISTS_INFO, self.ranked_results, resumed=False
             )
         table = format_retrieval_table(metrics)
         print_log('Text-based person search results:\n' + table, logger='current')

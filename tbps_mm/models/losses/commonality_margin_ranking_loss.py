@@ -4,7 +4,7 @@ The paper (Park et al., arXiv 2501.00318) introduces a commonality-based
 margin ranking loss: body parts that are common across people (two people
 both in black trousers) should not be pushed apart as hard as distinctive
 ones. Its exact form is not available to us; this module implements OUR
-formulation (DESIGN.md section 6), with every unknown exposed as an option:
+formulation (docs/method.md, section 3), with every unknown exposed as an option:
 
 * part similarity ``s^k(i, j) = <g_i^k, f_j^k>`` (text i, image j, both L2
   normalised);

@@ -72,8 +72,8 @@ class TBPSRetriever(BaseModel):
             image's content from the first step). Defaults to ``'cls'``.
         channels_last (bool): Keep a convolutional image encoder and its
             input in channels-last memory layout, in which oneDNN runs
-            convolutions faster on CPU (about 7 % of the quick-start model's
-            step); outputs are the same. Defaults to False.
+            convolutions faster on CPU; outputs are the same. Defaults to
+            False.
         data_preprocessor (dict | nn.Module, optional): Defaults to
             ``dict(type='TBPSDataPreprocessor')``.
         init_cfg (dict, optional): MMEngine init config.
@@ -208,20 +208,12 @@ class TBPSRetriever(BaseModel):
         return out
 
     def _embed_text(self, text_ids: Tensor, text_mask: Tensor) -> Dict:
-        length = text_ids.shape[1]
-        used = int(text_mask.sum(dim=1).max()) if text_mask.numel() else length
-        # Trailing padding changes no real token's features (it is masked),
-        # so the encoders skip it; the maps are padded back to the full length.
-        trim = 0 < used < length and not text_mask[:, used:].any()
-        if trim:
-            text_ids, text_mask = text_ids[:, :used], text_mask[:, :used]
+        # Padding columns are the data preprocessor's business (trim_text):
+        # the model encodes the columns it is given, and its maps cover them.
         feats = self.text_encoder(text_ids, text_mask)
-        out = self.head(
+        return self.head(
             feats['tokens'], feats['pooled'], feats['mask'], modality='text'
         )
-        if trim:
-            out['attn'] = F.pad(out['attn'], (0, length - used))
-        return out
 
     @staticmethod
     def _normalised(out: Dict) -> Dict:
@@ -254,7 +246,9 @@ class TBPSRetriever(BaseModel):
         Returns:
             dict: ``embed`` (B, D), ``part_embeds`` (B, K, D) (L2-normalised)
             and ``attn`` (B, K, L), each part query's attention over the
-            caption tokens (zero on padding).
+            L token columns given (zero on padding). The columns are encoded
+            as given: ``TBPSDataPreprocessor(trim_text=True)`` is what drops
+            the padding columns every caption of a batch shares.
         """
         return self._normalised(self._embed_text(text_ids, text_mask))
 

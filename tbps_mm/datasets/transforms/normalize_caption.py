@@ -1,7 +1,11 @@
-"""``CleanCaption``: whitespace normalisation and optional lower-casing.
+"""``NormalizeCaption``: whitespace normalisation and optional lower-casing.
+
+MMPretrain's ``CleanCaption`` is not used: it reads a caption every item must
+have (gallery items have none) and removes punctuation and lower-cases by
+default, which the CLIP and BERT tokenizers handle themselves.
 
 Example:
-    >>> CleanCaption(lower_case=True)(dict(text='  A man\\n in  RED. '))['text']
+    >>> NormalizeCaption(lower_case=True)(dict(text='  A man\\n in  RED. '))['text']
     'a man in red.'
 """
 
@@ -13,11 +17,11 @@ from tbps_mm.registry import TRANSFORMS
 
 from .sample_description import describe_sample
 
-__all__ = ['CleanCaption']
+__all__ = ['NormalizeCaption']
 
 
 @TRANSFORMS.register_module()
-class CleanCaption(BaseTransform):
+class NormalizeCaption(BaseTransform):
     """Collapse runs of whitespace (spaces, tabs, newlines) into single spaces,
     strip the ends and optionally lower-case the caption.
 
@@ -32,7 +36,7 @@ class CleanCaption(BaseTransform):
             to False.
 
     Example:
-        >>> CleanCaption()(dict(text='a  woman\\twith a bag'))['text']
+        >>> NormalizeCaption()(dict(text='a  woman\\twith a bag'))['text']
         'a woman with a bag'
     """
 
@@ -53,13 +57,13 @@ class CleanCaption(BaseTransform):
             return results
         if not isinstance(text, str):
             raise TypeError(
-                f'CleanCaption: {describe_sample(results)}: the caption must be '
+                f'NormalizeCaption: {describe_sample(results)}: the caption must be '
                 f'a string, got {type(text).__name__}.'
             )
         cleaned = ' '.join(text.split())
         if not cleaned:
             raise ValueError(
-                f'CleanCaption: {describe_sample(results)}: the caption is '
+                f'NormalizeCaption: {describe_sample(results)}: the caption is '
                 f'empty after cleaning (raw caption {text!r}).'
             )
         results['text'] = cleaned.lower() if self.lower_case else cleaned

@@ -19,7 +19,9 @@ named in the log and in the index header.
 Image and caption pre-processing is the config's ``test_dataloader`` pipeline
 (built through ``tbps_mm.registry.TRANSFORMS``), batched with MMEngine's
 ``pseudo_collate`` and the model's own data preprocessor, so inference sees
-exactly what evaluation sees.
+exactly what evaluation sees. Encoding runs on the model, or, with
+``backend='onnxruntime'``, on the graphs that
+``tools/deployment/pytorch2onnx.py`` exported from the same checkpoint.
 
 Example:
     >>> inferencer = TBPSInferencer('configs/tbps_synth.py',
@@ -59,9 +61,12 @@ INDEX_VERSION = 1
 # Keys of the model state dict that inference never needs (ID classifiers,
 # whose size depends on the training set).
 INFERENCE_IGNORED_PREFIXES = ('losses.',)
+#: What can encode images and captions (the ``backend`` argument).
+BACKENDS = ('pytorch', 'onnxruntime')
 
 
-def _sha256_file(path: str) -> str:
+def sha256_file(path: str) -> str:
+    """SHA-256 hex digest of a file's bytes (read in 1 MiB blocks)."""
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(1 << 20), b''):
@@ -97,11 +102,19 @@ class TBPSInferencer:
             to 32.
         show_progress (bool): Show a progress bar while indexing. Defaults
             to True.
+        backend (str): What encodes images and captions: ``'pytorch'`` (the
+            model) or ``'onnxruntime'`` (the graphs exported from the same
+            checkpoint into ``onnx_dir``). Pre-processing, ranking and the
+            index are the same for both. Defaults to ``'pytorch'``.
+        onnx_dir (str, optional): The exported folder, for
+            ``backend='onnxruntime'``.
 
     Raises:
         FileNotFoundError: The config or checkpoint file does not exist.
         CheckpointMismatchError: The checkpoint does not fit the config
             (every misfit key named).
+        ValueError: An unknown backend, or ONNX graphs exported from another
+            checkpoint.
 
     Example:
         >>> inferencer = TBPSInferencer(cfg, 'model.safetensors', device='cuda')
@@ -118,7 +131,16 @@ class TBPSInferencer:
         device: str = 'cpu',
         batch_size: int = 32,
         show_progress: bool = True,
+        backend: str = 'pytorch',
+        onnx_dir: Optional[str] = None,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+        if (backend == 'onnxruntime') != (onnx_dir is not None):
+            raise ValueError(
+                "backend='onnxruntime' needs onnx_dir (a folder written by "
+                'tools/deployment/pytorch2onnx.py), and only it takes one'
+            )
         if isinstance(config, str):
             if not osp.isfile(config):
                 raise FileNotFoundError(f'config file "{config}" does not exist')
@@ -151,10 +173,12 @@ class TBPSInferencer:
             self.model, checkpoint, ignore_prefixes=INFERENCE_IGNORED_PREFIXES
         )
         self.model.to(self.device).eval()
+        self.checkpoint_sha256 = sha256_file(checkpoint)
+        self.encoder = self._build_encoder(backend, onnx_dir)
         self.model_key = hashlib.sha256(
             json.dumps(
                 dict(
-                    checkpoint=_sha256_file(checkpoint),
+                    checkpoint=self.checkpoint_sha256,
                     model=config.model.to_dict()
                     if hasattr(config.model, 'to_dict')
                     else config.model,
@@ -171,6 +195,23 @@ class TBPSInferencer:
     # ------------------------------------------------------------------ #
     # Encoding
     # ------------------------------------------------------------------ #
+    def _build_encoder(self, backend: str, onnx_dir: Optional[str]):
+        """What ``encode_image`` / ``encode_text`` go through: the model, or
+        an :class:`ONNXRuntimeEncoder` with the same outputs."""
+        if backend == 'pytorch':
+            return self.model
+        from tbps_mm.deployment import ONNXRuntimeEncoder
+
+        encoder = ONNXRuntimeEncoder(onnx_dir, device=str(self.device))
+        exported_from = encoder.meta.get('checkpoint_sha256')
+        if exported_from != self.checkpoint_sha256:
+            raise ValueError(
+                f'the ONNX graphs in "{onnx_dir}" were exported from another '
+                f'checkpoint (sha256 {exported_from}) than "{self.checkpoint}" '
+                f'(sha256 {self.checkpoint_sha256}): export this checkpoint again'
+            )
+        return encoder
+
     def _prepare(self, item: dict) -> dict:
         for transform in self.pipeline:
             item = transform(item)
@@ -198,7 +239,7 @@ class TBPSInferencer:
             self._prepare(dict(img_path=p, modality='image', sample_idx=i))
             for i, p in enumerate(paths)
         ]
-        return self.model.encode_image(self._forward(items)['images'])
+        return self.encoder.encode_image(self._forward(items)['images'])
 
     @torch.no_grad()
     def encode_text(self, query: str) -> Tuple[Dict[str, torch.Tensor], dict]:
@@ -221,7 +262,7 @@ class TBPSInferencer:
             )
         item = self._prepare(dict(text=query, modality='text', sample_idx=0))
         inputs = self._forward([item])
-        return self.model.encode_text(inputs['text_ids'], inputs['text_mask']), item
+        return self.encoder.encode_text(inputs['text_ids'], inputs['text_mask']), item
 
     # ------------------------------------------------------------------ #
     # Index
@@ -344,7 +385,7 @@ class TBPSInferencer:
                     except Exception as err:  # noqa: BLE001 - user files: skip, count, name
                         skipped.append((rel, f'{type(err).__name__}: {err}'))
                 if items:
-                    out = self.model.encode_image(self._forward(items)['images'])
+                    out = self.encoder.encode_image(self._forward(items)['images'])
                     embeds.append(out['embed'].float().cpu().numpy())
                     parts.append(out['part_embeds'].float().cpu().numpy())
                     kept.extend(names)
@@ -529,6 +570,12 @@ class TBPSInferencer:
                 f'cannot explain: image "{image_path}" cannot be read '
                 f'({type(err).__name__}: {err})'
             ) from err
+        if 'attn' not in image or 'attn' not in text:
+            raise ValueError(
+                f'the ONNX graphs in "{self.encoder.onnx_dir}" have no attention '
+                'maps to explain with: export them with '
+                'tools/deployment/pytorch2onnx.py --attention'
+            )
         num_parts = image['part_embeds'].shape[1]
         if num_parts == 0:
             raise ValueError(

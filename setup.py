@@ -33,6 +33,7 @@ setup(
     python_requires='>=3.9',
     packages=find_packages(include=['tbps_mm', 'tbps_mm.*']),
     include_package_data=True,
+    package_data={'tbps_mm.apis': ['static/*.html']},
     install_requires=read_requirements('runtime.txt'),
     extras_require={
         'deploy': read_requirements('deploy.txt'),

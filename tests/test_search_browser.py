@@ -9,7 +9,8 @@ and checks the bad-input cases.
 Chromium and its chromedriver come from the system (Debian's ``chromium``
 and ``chromium-driver``); Selenium is pointed at that driver, so nothing is
 downloaded. Without them the test is skipped, except in CI (``CI=true``),
-where it fails: ``.ci/run`` installs them.
+where it fails: ``.ci/run`` installs them. ``TBPS_SCREENSHOT=file.png``
+saves the page with its results and an open explanation.
 """
 
 import os
@@ -184,6 +185,10 @@ def test_search_page_in_chromium(browser, server, search_setup):
         for part in parts
         for w in part.find_elements(By.CSS_SELECTOR, '.word')
     )
+
+    if os.environ.get('TBPS_SCREENSHOT'):
+        # docs/images/serve_page.png is this view (see docs/deploy.md).
+        driver.save_screenshot(os.environ['TBPS_SCREENSHOT'])
 
     # Bad input: a message on the page, no results.
     for text, message in (('   ', 'query is empty'), ('red ' * 200, 'at most 500')):

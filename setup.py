@@ -1,4 +1,5 @@
-"""Install tbps_mm: ``pip install -e .`` (add ``[tests]`` for the test tools)."""
+"""Install tbps_mm: ``pip install -e .`` (add ``[tests]`` for the test tools,
+``[deploy]`` for ONNX export and onnxruntime, ``[serve]`` for the search page)."""
 
 import os.path as osp
 
@@ -32,8 +33,16 @@ setup(
     python_requires='>=3.9',
     packages=find_packages(include=['tbps_mm', 'tbps_mm.*']),
     include_package_data=True,
+    package_data={'tbps_mm.apis': ['static/*.html']},
     install_requires=read_requirements('runtime.txt'),
-    extras_require={'tests': read_requirements('tests.txt')},
+    extras_require={
+        'deploy': read_requirements('deploy.txt'),
+        'serve': read_requirements('serve.txt'),
+        # The tests cover the deploy and serve extras too.
+        'tests': read_requirements('tests.txt')
+        + read_requirements('deploy.txt')
+        + read_requirements('serve.txt'),
+    },
     classifiers=[
         'Programming Language :: Python :: 3',
         'Topic :: Scientific/Engineering :: Artificial Intelligence',

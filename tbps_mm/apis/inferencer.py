@@ -19,7 +19,9 @@ named in the log and in the index header.
 Image and caption pre-processing is the config's ``test_dataloader`` pipeline
 (built through ``tbps_mm.registry.TRANSFORMS``), batched with MMEngine's
 ``pseudo_collate`` and the model's own data preprocessor, so inference sees
-exactly what evaluation sees.
+exactly what evaluation sees. Encoding runs on the model, or, with
+``backend='onnxruntime'``, on the graphs that
+``tools/deployment/pytorch2onnx.py`` exported from the same checkpoint.
 
 Example:
     >>> inferencer = TBPSInferencer('configs/tbps_synth.py',
@@ -60,6 +62,8 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '
 DEFAULT_INDEX_NAME = '.tbps_mm_index.npz'
 INDEX_FORMAT = 'tbps_mm-image-index'
 INDEX_VERSION = 1
+#: What can encode images and captions (the ``backend`` argument).
+BACKENDS = ('pytorch', 'onnxruntime')
 
 
 def _find_pipeline(cfg: Config, source: str) -> list:
@@ -90,11 +94,19 @@ class TBPSInferencer:
             to 32.
         show_progress (bool): Show a progress bar while indexing. Defaults
             to True.
+        backend (str): What encodes images and captions: ``'pytorch'`` (the
+            model) or ``'onnxruntime'`` (the graphs exported from the same
+            checkpoint into ``onnx_dir``). Pre-processing, ranking and the
+            index are the same for both. Defaults to ``'pytorch'``.
+        onnx_dir (str, optional): The exported folder, for
+            ``backend='onnxruntime'``.
 
     Raises:
         FileNotFoundError: The config or checkpoint file does not exist.
         CheckpointMismatchError: The checkpoint does not fit the config
             (every misfit key named).
+        ValueError: An unknown backend, or ONNX graphs exported from another
+            checkpoint.
 
     Example:
         >>> inferencer = TBPSInferencer(cfg, 'model.safetensors', device='cuda')
@@ -111,7 +123,16 @@ class TBPSInferencer:
         device: str = 'cpu',
         batch_size: int = 32,
         show_progress: bool = True,
+        backend: str = 'pytorch',
+        onnx_dir: Optional[str] = None,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+        if (backend == 'onnxruntime') != (onnx_dir is not None):
+            raise ValueError(
+                "backend='onnxruntime' needs onnx_dir (a folder written by "
+                'tools/deployment/pytorch2onnx.py), and only it takes one'
+            )
         if isinstance(config, str):
             if not osp.isfile(config):
                 raise FileNotFoundError(f'config file "{config}" does not exist')
@@ -144,10 +165,12 @@ class TBPSInferencer:
             self.model, checkpoint, ignore_prefixes=INFERENCE_IGNORED_PREFIXES
         )
         self.model.to(self.device).eval()
+        self.checkpoint_sha256 = file_sha256(checkpoint)
+        self.encoder = self._build_encoder(backend, onnx_dir)
         self.model_key = hashlib.sha256(
             json.dumps(
                 dict(
-                    checkpoint=file_sha256(checkpoint),
+                    checkpoint=self.checkpoint_sha256,
                     model=config.model.to_dict()
                     if hasattr(config.model, 'to_dict')
                     else config.model,
@@ -164,6 +187,23 @@ class TBPSInferencer:
     # ------------------------------------------------------------------ #
     # Encoding
     # ------------------------------------------------------------------ #
+    def _build_encoder(self, backend: str, onnx_dir: Optional[str]):
+        """What ``encode_image`` / ``encode_text`` go through: the model, or
+        an :class:`ONNXRuntimeEncoder` with the same outputs."""
+        if backend == 'pytorch':
+            return self.model
+        from tbps_mm.deployment import ONNXRuntimeEncoder
+
+        encoder = ONNXRuntimeEncoder(onnx_dir, device=str(self.device))
+        exported_from = encoder.meta.get('checkpoint_sha256')
+        if exported_from != self.checkpoint_sha256:
+            raise ValueError(
+                f'the ONNX graphs in "{onnx_dir}" were exported from another '
+                f'checkpoint (sha256 {exported_from}) than "{self.checkpoint}" '
+                f'(sha256 {self.checkpoint_sha256}): export this checkpoint again'
+            )
+        return encoder
+
     def _prepare(self, item: dict) -> dict:
         for transform in self.pipeline:
             item = transform(item)
@@ -191,7 +231,7 @@ class TBPSInferencer:
             self._prepare(dict(img_path=p, modality='image', sample_idx=i))
             for i, p in enumerate(paths)
         ]
-        return self.model.encode_image(self._forward(items)['images'])
+        return self.encoder.encode_image(self._forward(items)['images'])
 
     @torch.no_grad()
     def encode_text(self, query: str) -> Tuple[Dict[str, torch.Tensor], dict]:
@@ -214,7 +254,7 @@ class TBPSInferencer:
             )
         item = self._prepare(dict(text=query, modality='text', sample_idx=0))
         inputs = self._forward([item])
-        return self.model.encode_text(inputs['text_ids'], inputs['text_mask']), inputs
+        return self.encoder.encode_text(inputs['text_ids'], inputs['text_mask']), inputs
 
     # ------------------------------------------------------------------ #
     # Index
@@ -337,7 +377,7 @@ class TBPSInferencer:
                     except Exception as err:  # noqa: BLE001 - user files: skip, count, name
                         skipped.append((rel, f'{type(err).__name__}: {err}'))
                 if items:
-                    out = self.model.encode_image(self._forward(items)['images'])
+                    out = self.encoder.encode_image(self._forward(items)['images'])
                     embeds.append(out['embed'].float().cpu().numpy())
                     parts.append(out['part_embeds'].float().cpu().numpy())
                     kept.extend(names)
@@ -522,6 +562,12 @@ class TBPSInferencer:
                 f'cannot explain: image "{image_path}" cannot be read '
                 f'({type(err).__name__}: {err})'
             ) from err
+        if 'attn' not in image or 'attn' not in text:
+            raise ValueError(
+                f'the ONNX graphs in "{self.encoder.onnx_dir}" have no attention '
+                'maps to explain with: export them with '
+                'tools/deployment/pytorch2onnx.py --attention'
+            )
         num_parts = image['part_embeds'].shape[1]
         if num_parts == 0:
             raise ValueError(

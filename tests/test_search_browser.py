@@ -1,0 +1,213 @@
+"""The search page in a real browser: headless Chromium driven by Selenium.
+
+The server (tools/serve.py's application, on uvicorn) runs in a thread on a
+free localhost port over generated pedestrians with a tiny model trained to
+find them. The test types one person's caption, checks that the first
+result is that person's image, loads more results, opens the explanation,
+and checks the bad-input cases.
+
+Chromium and its chromedriver come from the system (Debian's ``chromium``
+and ``chromium-driver``); Selenium is pointed at that driver, so nothing is
+downloaded. Without them the test is skipped, except in CI (``CI=true``),
+where it fails: ``.ci/run`` installs them. ``TBPS_SCREENSHOT=file.png``
+saves the page with its results and an open explanation.
+"""
+
+import os
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
+CHROMEDRIVER = shutil.which('chromedriver')
+IN_CI = os.environ.get('CI', '').lower() in ('1', 'true', 'yes')
+WAIT_S = 60
+
+
+def _require(what: str, found: bool) -> None:
+    if found:
+        return
+    message = (
+        f'{what} is not installed (Debian: apt-get install chromium chromium-driver)'
+    )
+    if IN_CI:
+        pytest.fail(f'CI=true but {message}; .ci/run installs it', pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope='module')
+def server(search_setup, tmp_path_factory):
+    """The app of tools/serve.py on uvicorn, in a thread, on a free port."""
+    import uvicorn
+
+    from tbps_mm.apis import TBPSInferencer
+    from tbps_mm.apis.search_app import create_app
+
+    inferencer = TBPSInferencer(
+        search_setup['config'], search_setup['checkpoint'], show_progress=False
+    )
+    index = tmp_path_factory.mktemp('browser_index') / 'index.npz'
+    inferencer.index(search_setup['gallery'], index_file=str(index))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(('127.0.0.1', 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(inferencer), log_level='warning')
+    uv_server = uvicorn.Server(config)
+    thread = threading.Thread(target=uv_server.run, kwargs=dict(sockets=[sock]))
+    thread.start()
+    deadline = time.monotonic() + WAIT_S
+    while not uv_server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, 'server did not start'
+        time.sleep(0.05)
+    yield f'http://127.0.0.1:{port}'
+    uv_server.should_exit = True
+    thread.join(WAIT_S)
+    sock.close()
+
+
+@pytest.fixture(scope='module')
+def browser():
+    _require('chromium', CHROMIUM is not None)
+    _require('chromedriver', CHROMEDRIVER is not None)
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _require('selenium (pip install selenium)', False)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        '--headless=new',
+        '--no-sandbox',  # CI containers run as root
+        '--disable-dev-shm-usage',
+        '--disable-gpu',
+        '--window-size=1280,900',
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_script_timeout(WAIT_S)
+    yield driver
+    driver.quit()
+
+
+def _wait(driver, condition, message):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT_S).until(condition, message)
+
+
+def _search(driver, text):
+    from selenium.webdriver.common.by import By
+
+    box = driver.find_element(By.ID, 'query')
+    box.clear()
+    box.send_keys(text)
+    driver.find_element(By.ID, 'search').click()
+
+
+def _fetch(driver, url):
+    """Status and JSON detail of a request made by the page itself."""
+    return driver.execute_async_script(
+        'const done = arguments[arguments.length - 1];'
+        'fetch(arguments[0])'
+        '.then(async (r) => done([r.status, (await r.json()).detail]))'
+        '.catch((e) => done([0, String(e)]));',
+        url,
+    )
+
+
+def test_search_page_in_chromium(browser, server, search_setup):
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(server + '/')
+    assert 'person search' in driver.title
+
+    # A caption of one generated person: that person's image comes first.
+    person = search_setup['people'][6]
+    _search(driver, person['captions'][0])
+    results = _wait(
+        driver,
+        lambda d: d.find_elements(By.CSS_SELECTOR, '#results .result') or False,
+        'no results appeared',
+    )
+    first = results[0]
+    assert first.get_attribute('data-name').startswith(f'person_{person["pid"]}_')
+    assert 'score' in first.text and '#1' in first.text
+    image = first.find_element(By.TAG_NAME, 'img')
+    _wait(
+        driver,
+        lambda d: d.execute_script(
+            'return arguments[0].complete && arguments[0].naturalWidth', image
+        ),
+        'the first result image did not load',
+    )
+    assert driver.execute_script('return arguments[0].naturalHeight', image) == 96
+    assert len(results) == 12  # one page
+    assert not driver.find_element(By.ID, 'error').is_displayed()
+
+    # Paging: the rest of the 16 images, each once.
+    driver.find_element(By.ID, 'more').click()
+    _wait(
+        driver,
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, '#results .result')) == 16,
+        'the second page did not load',
+    )
+    ids = [
+        r.get_attribute('data-id')
+        for r in driver.find_elements(By.CSS_SELECTOR, '#results .result')
+    ]
+    assert sorted(map(int, ids)) == list(range(16))
+    assert not driver.find_element(By.ID, 'more').is_displayed()
+
+    # The explanation of the first result: the figure and the words per part.
+    driver.find_elements(By.CSS_SELECTOR, '#results .result')[0].click()
+    figure = driver.find_element(By.ID, 'explain-figure')
+    _wait(
+        driver,
+        lambda d: (
+            d.find_element(By.ID, 'explanation').is_displayed()
+            and d.execute_script('return arguments[0].naturalWidth', figure) > 0
+        ),
+        'the explanation did not appear',
+    )
+    title = driver.find_element(By.ID, 'explain-title').text
+    assert first.get_attribute('data-name') in title and 'score' in title
+    parts = driver.find_elements(By.CSS_SELECTOR, '#explain-parts .part')
+    assert len(parts) == 3  # K part queries
+    words = set(person['captions'][0].split())
+    assert all(
+        w.text.split()[0] in words
+        for part in parts
+        for w in part.find_elements(By.CSS_SELECTOR, '.word')
+    )
+
+    if os.environ.get('TBPS_SCREENSHOT'):
+        # docs/images/serve_page.png is this view (see docs/deploy.md).
+        driver.save_screenshot(os.environ['TBPS_SCREENSHOT'])
+
+    # Bad input: a message on the page, no results.
+    for text, message in (('   ', 'query is empty'), ('red ' * 200, 'at most 500')):
+        _search(driver, text)
+        error = driver.find_element(By.ID, 'error')
+        _wait(driver, lambda d, e=error: e.is_displayed(), f'no error for {text!r}')
+        assert message in error.text and '(HTTP 400)' in error.text
+        assert driver.find_elements(By.CSS_SELECTOR, '#results .result') == []
+
+    # An unknown result id and files that are not indexed images: 4xx with
+    # a message, whether fetched by the page or opened directly.
+    for url, status, message in (
+        ('/api/explain?q=a%20man&id=999', 404, 'Unknown image id'),
+        ('/api/image/999', 404, 'Unknown image id'),
+        ('/api/image/..%2F..%2Fetc%2Fpasswd', 404, 'indexed images only'),
+        ('/api/image/' + person['path'].replace('/', '%2F'), 404, 'indexed images'),
+        ('/etc/passwd', 404, 'indexed images only'),
+    ):
+        got_status, detail = _fetch(driver, url)
+        assert got_status == status and message in detail, (url, got_status, detail)
+    driver.get(server + '/api/image/999')
+    assert 'Unknown image id' in driver.find_element(By.TAG_NAME, 'body').text

@@ -1,4 +1,5 @@
-"""Install tbps_mm: ``pip install -e .`` (add ``[tests]`` for the test tools)."""
+"""Install tbps_mm: ``pip install -e .`` (add ``[tests]`` for the test tools,
+``[analysis]`` for tools/analysis_tools)."""
 
 import os.path as osp
 
@@ -33,7 +34,10 @@ setup(
     packages=find_packages(include=['tbps_mm', 'tbps_mm.*']),
     include_package_data=True,
     install_requires=read_requirements('runtime.txt'),
-    extras_require={'tests': read_requirements('tests.txt')},
+    extras_require={
+        'tests': read_requirements('tests.txt'),
+        'analysis': read_requirements('analysis.txt'),
+    },
     classifiers=[
         'Programming Language :: Python :: 3',
         'Topic :: Scientific/Engineering :: Artificial Intelligence',

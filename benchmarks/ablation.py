@@ -55,6 +55,8 @@ from typing import Dict, List, Optional, Sequence
 
 from _common import format_machine, machine_info, markdown_table, write_json
 
+from tbps_mm.engine.run_logs import read_test_metrics as find_test_metrics
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RESULTS = osp.join(REPO, 'benchmarks', 'results')
 
@@ -133,38 +135,6 @@ def budget_options(epochs: int) -> List[str]:
         'default_hooks.checkpoint.max_keep_ckpts=1',
         'default_hooks.checkpoint.save_best=None',
     ]
-
-
-def find_test_metrics(work_dir: str) -> Dict[str, float]:
-    """The test metrics MMEngine's LoggerHook wrote into ``work_dir``.
-
-    Args:
-        work_dir (str): A ``tools/train.py --test`` work dir.
-
-    Returns:
-        dict: The newest ``<timestamp>/<timestamp>.json`` holding ``t2i/R1``.
-
-    Raises:
-        FileNotFoundError: No such file (the run failed before testing).
-    """
-    candidates = sorted(glob.glob(osp.join(work_dir, '*', '*.json')), reverse=True)
-    for path in candidates:
-        stamp = osp.basename(osp.dirname(path))
-        if osp.basename(path) != f'{stamp}.json':
-            continue
-        with open(path) as f:
-            try:
-                record = json.load(f)
-            except json.JSONDecodeError:
-                continue
-        if isinstance(record, dict) and 't2i/R1' in record:
-            return {
-                k: float(v) for k, v in record.items() if k.startswith(('t2i', 'i2t'))
-            }
-    raise FileNotFoundError(
-        f'no test metrics (<timestamp>/<timestamp>.json with t2i/R1) in {work_dir}; '
-        'see its train.log'
-    )
 
 
 def run_path(epochs: int, row: str, seed: int) -> str:

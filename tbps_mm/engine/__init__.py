@@ -1,5 +1,6 @@
 """Training machinery: the Runner that reads its checkpoints on torch >= 2.6,
-and the helpers entry scripts share (config checks, CPU-safe distributed set-up)."""
+the helpers entry scripts share (config checks, CPU-safe distributed set-up)
+and the reader of what a run wrote into its work dir."""
 
 from .launch import (
     LaunchError,
@@ -9,6 +10,7 @@ from .launch import (
     setup_distributed,
     teardown_distributed,
 )
+from .run_logs import list_test_metrics, read_scalars, read_test_metrics
 from .tbps_runner import TBPSRunner
 
 __all__ = [
@@ -16,7 +18,10 @@ __all__ = [
     'TBPSRunner',
     'build_runner',
     'check_checkpoint',
+    'list_test_metrics',
     'load_config',
+    'read_scalars',
+    'read_test_metrics',
     'setup_distributed',
     'teardown_distributed',
 ]

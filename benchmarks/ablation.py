@@ -1,4 +1,4 @@
-"""The SynthPedes ablation of issue 7: which parts of the method carry accuracy.
+"""The SynthPedes ablation: which parts of the method carry accuracy.
 
 Rows (every one trains the quick-start model of ``configs/tbps_synth.py`` with
 one change, at one budget, from scratch):
@@ -7,9 +7,10 @@ one change, at one budget, from scratch):
 ``global``    global-only: no part queries, no L_CMR, coarse score only
 ``fixed``     parts (K = 4) with a fixed-margin part ranking loss (0.3, the
               commonality margin's maximum)
-``fixed015``  ... at 0.15: about the commonality margin's mean over the 4
-              hardest negatives at the end of training (0.16 for the seed-0
-              full model), so the control for "a smaller margin" alone
+``fixed015``  ... at 0.15: near the commonality margin's mean over the 4
+              hardest negatives at the end of training (which
+              ``tools/analysis_tools/commonality_sanity.py`` reports), so the
+              control for "a smaller margin" alone
 ``full``      parts (K = 4) with the commonality margin: the full method
 ``k2``        the full method with K = 2 part queries
 ``k6``        ... K = 6
@@ -279,7 +280,7 @@ def paired_gaps(records: List[Dict], row: str, other: str) -> Dict[int, float]:
 def target_lines(
     summary: Dict[str, Dict], records: Optional[List[Dict]] = None
 ) -> List[str]:
-    """Issue 7's targets: full vs global-only (>= 3 R@1) and vs fixed margins."""
+    """The targets: full vs global-only (>= 3 R@1) and vs fixed margins."""
 
     def r1(row: str) -> Optional[tuple]:
         stats = summary.get(row, {}).get('stats', {}).get('t2i/R1')

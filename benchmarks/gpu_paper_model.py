@@ -1,14 +1,15 @@
 """Benchmark: the paper-style model on a GPU: training step, memory, evaluation.
 
-One prepared script for a GPU session (issue 7, item 6), bounded to about
-five minutes of device time. It measures the model of ``configs/tbps_cuhk.py``
+One prepared script for a GPU, its device time bounded by ``--time-limit``.
+It measures the model of ``configs/tbps_cuhk.py``
 (CLIP ViT-B/16 at 384x128 + the CLIP text transformer shape, K = 6 shared
 part queries, SDM + ID + L_CMR), randomly initialised:
 
 1. **Training step** (``model.train_step``: data preprocessor, forward,
    losses, backward, the config's ``AmpOptimWrapper`` step: autocast +
    dynamic loss scaling) at batch 64 on synthetic batches, for the full model
-   and the global-only baseline (no part queries, no part losses): median
+   and the global-only baseline (``configs/_base_/models/
+   global_vit-b16_clip.py``: no part queries, no part losses): median
    step time after warm-up and the peak GPU memory of training
    (``torch.cuda.max_memory_allocated``: weights, gradients, Adam states and
    activations). The variants run one after the other, each built fresh after

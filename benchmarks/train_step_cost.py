@@ -43,7 +43,8 @@ Models (``--models``):
 - ``clip-b16``: ``configs/tbps_cuhk.py``'s paper-style model (CLIP ViT-B/16 at
   384x128 + the CLIP text transformer shape, K = 6), random init, on the CPU
   at a small batch (``--clip-batch``, default 8); full and global-only only,
-  unless ``--variants`` says otherwise (three such models need ~8 GB).
+  unless ``--variants`` says otherwise (three such models at once need
+  several GB).
 
 Usage:
     python benchmarks/train_step_cost.py [--models synth clip-b16] \\

@@ -279,3 +279,18 @@ def test_markdown_table_alignment():
     assert table.splitlines()[1] == '|:--|--:|:--|'
     with pytest.raises(ValueError, match='2 letters for 3 columns'):
         markdown_table(['a', 'b', 'c'], [], align='lr')
+
+
+def test_part_analyses_refuse_a_model_without_parts(tmp_path):
+    import torch
+    from mmengine.registry import init_default_scope
+
+    from tbps_mm.registry import MODELS
+
+    config = osp.join(ROOT, 'configs', 'ablations', 'synth_global.py')
+    init_default_scope('tbps_mm')
+    weights = tmp_path / 'global.pth'
+    torch.save(MODELS.build(Config.fromfile(config).model).state_dict(), weights)
+    for tool in ('part_localisation', 'commonality_sanity'):
+        with pytest.raises(ValueError, match=r'no part queries \(K = 0\)'):
+            load_tool(tool).main([config, str(weights)])

@@ -6,6 +6,8 @@ than measure speed. They share:
 - :func:`load_model`: the config's model (built by the registry) with a
   training checkpoint or a published weights file loaded through
   :mod:`tbps_mm.models.checkpoint`;
+- :func:`checkpoint_parser` / :func:`encode_checkpoint`: the command line of
+  the analyses of a trained part model, and its split encoded;
 - :func:`build_split_loader` / :func:`encode_split`: an evaluation split,
   built from the config's ``test_dataloader`` by MMEngine's
   ``Runner.build_dataloader``, encoded once with the model's own
@@ -25,6 +27,7 @@ Example:
     >>> encoded = encode_split(model, build_split_loader(cfg, 'test'))
 """
 
+import argparse
 import json
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -32,7 +35,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import mmengine
 import numpy as np
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from PIL import Image
@@ -71,6 +74,59 @@ def load_model(
     model = MODELS.build(cfg.model)
     load_tbps_weights(model, load_training_checkpoint(checkpoint))
     return cfg, model.eval()
+
+
+def checkpoint_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every analysis of a trained checkpoint takes.
+
+    Args:
+        description (str): The script's one-line description.
+
+    Returns:
+        argparse.ArgumentParser: ``config``, ``checkpoint``, ``--split``,
+        ``--out`` and ``--cfg-options``; scripts add their own.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', help='the config the checkpoint was trained with')
+    parser.add_argument('checkpoint', help='training checkpoint (epoch_N.pth)')
+    parser.add_argument('--split', default='test', choices=['val', 'test'])
+    parser.add_argument('--out', help='write the table and numbers as JSON here')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, help='config overrides'
+    )
+    return parser
+
+
+def encode_checkpoint(
+    args: argparse.Namespace,
+) -> Tuple[Config, torch.nn.Module, Dict]:
+    """Load the checkpoint :func:`checkpoint_parser` names; encode its split.
+
+    Args:
+        args (argparse.Namespace): ``config``, ``checkpoint``, ``split``,
+            ``cfg_options``.
+
+    Returns:
+        tuple: ``(cfg, model, encoded)``, ``encoded`` as :func:`encode_split`
+        returns it.
+
+    Raises:
+        ValueError: The model has no part queries (K = 0), or its image
+            encoder gives no token grid: there is no part attention to map.
+    """
+    cfg, model = load_model(args.config, args.checkpoint, args.cfg_options)
+    if model.num_parts == 0:
+        raise ValueError(
+            f'{args.config}: the model has no part queries (K = 0); this '
+            'analysis needs a part model'
+        )
+    encoded = encode_split(model, build_split_loader(cfg, args.split))
+    if encoded['images']['attn_hw'] is None:
+        raise ValueError(
+            f'{args.config}: the image encoder gives no token grid, so the '
+            'part attention cannot be mapped onto the image'
+        )
+    return cfg, model, encoded
 
 
 def build_split_loader(cfg: Config, split: str = 'test'):

@@ -42,15 +42,13 @@ import torch
 import torch.nn.functional as F
 from _harness import (
     BODY_PARTS,
-    build_split_loader,
-    encode_split,
+    checkpoint_parser,
+    encode_checkpoint,
     load_attributes,
-    load_model,
     localisation_table,
     patch_part_shares,
     write_result,
 )
-from mmengine.config import DictAction
 from scipy.stats import spearmanr
 
 from tbps_mm.evaluation import markdown_table
@@ -153,27 +151,16 @@ def effective_margins(
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config', help='the config the checkpoint was trained with')
-    parser.add_argument('checkpoint', help='training checkpoint (epoch_N.pth)')
-    parser.add_argument('--split', default='test', choices=['val', 'test'])
+    parser = checkpoint_parser(__doc__.split('\n')[0])
     parser.add_argument(
         '--batch', type=int, default=64, help='batch size of the margin report'
-    )
-    parser.add_argument('--out', help='write the table and numbers as JSON here')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, help='config overrides'
     )
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    cfg, model = load_model(args.config, args.checkpoint, args.cfg_options)
-    if model.num_parts == 0:
-        print('the model has no part queries (K = 0): no commonality to check')
-        return 1
-    encoded = encode_split(model, build_split_loader(cfg, args.split))
+    cfg, model, encoded = encode_checkpoint(args)
     images, texts = encoded['images'], encoded['texts']
 
     # One sample per gallery image: the image and its first caption.

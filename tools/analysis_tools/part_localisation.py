@@ -29,14 +29,12 @@ from typing import Dict, Optional, Sequence
 from _harness import (
     BODY_PARTS,
     MASK_PARTS,
-    build_split_loader,
-    encode_split,
-    load_model,
+    checkpoint_parser,
+    encode_checkpoint,
     localisation_table,
     patch_part_shares,
     write_result,
 )
-from mmengine.config import DictAction
 
 from tbps_mm.evaluation import markdown_table
 
@@ -76,28 +74,13 @@ def format_localisation(result: Dict) -> str:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config', help='the config the checkpoint was trained with')
-    parser.add_argument('checkpoint', help='training checkpoint (epoch_N.pth)')
-    parser.add_argument('--split', default='test', choices=['val', 'test'])
-    parser.add_argument('--out', help='write the table and numbers as JSON here')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, help='config overrides'
-    )
-    return parser.parse_args(argv)
+    return checkpoint_parser(__doc__.split('\n')[0]).parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    cfg, model = load_model(args.config, args.checkpoint, args.cfg_options)
-    if model.num_parts == 0:
-        print('the model has no part queries (K = 0): nothing to localise')
-        return 1
-    encoded = encode_split(model, build_split_loader(cfg, args.split))
+    _, _, encoded = encode_checkpoint(args)
     images = encoded['images']
-    if images['attn_hw'] is None:
-        print('the image encoder gives no patch grid: attention cannot be mapped')
-        return 1
     shares = patch_part_shares(
         encoded['data_root'], images['img_path'], images['attn_hw']
     )

@@ -75,7 +75,7 @@ def run_in(base, tool, argv, monkeypatch):
 
 def test_model_probe_trains_with_the_runner_and_tests_with_the_metric(probe_run):
     result = probe_run['result']
-    assert result['steps'] == 2 and result['batch_size'] == 8
+    assert result['arguments']['steps'] == 2 and result['batch_size'] == 8
     for task in ('t2i', 't2i-coarse', 't2i-parts'):
         for key in ('R1', 'R5', 'R10', 'mAP', 'mINP'):
             assert 0.0 <= result['metrics'][f'{task}/{key}'] <= 100.0
@@ -83,6 +83,7 @@ def test_model_probe_trains_with_the_runner_and_tests_with_the_metric(probe_run)
     assert {'loss', 'loss_sdm', 'loss_cmr'} <= set(result['final_losses'])
     assert osp.isfile(probe_run['checkpoint'])
     assert 'environment' in result
+    assert result['arguments']['config'] == CONFIG
 
 
 def test_part_localisation_mass_sums_to_one_per_query(probe_run, monkeypatch):

@@ -19,7 +19,8 @@ than measure speed. They share:
 - :func:`iteration_schedule`: the quick-start schedule (linear warm-up, then
   cosine) over a number of iterations, for the probes that train for a fixed
   number of steps;
-- :func:`write_result`: a result as JSON, with the environment it ran in.
+- :func:`write_result`: a result as JSON, with the arguments and the
+  environment it ran with.
 
 Example:
     >>> cfg, model = load_model('configs/tbps_synth.py',
@@ -328,18 +329,23 @@ def iteration_schedule(steps: int) -> List[dict]:
     ]
 
 
-def write_result(path: Optional[str], payload: Dict) -> None:
-    """Write ``payload`` and the environment it ran in as JSON (None: skip).
+def write_result(args: argparse.Namespace, payload: Dict) -> None:
+    """Write a result as JSON to ``args.out`` (nothing when it is None).
+
+    The file holds the script's arguments (``arguments``), the result and
+    the environment it ran in (MMEngine's ``collect_env``), so that every
+    recorded number says how it was made.
 
     Args:
-        path (str, optional): The JSON file; folders are created.
+        args (argparse.Namespace): The parsed command line, with ``out``.
         payload (dict): Plain numbers, strings, lists and dicts.
     """
-    if not path:
+    if not args.out:
         return
     from mmengine.utils.dl_utils import collect_env
 
     environment = {k: str(v) for k, v in collect_env().items()}
-    mmengine.mkdir_or_exist(osp.dirname(osp.abspath(path)))
-    mmengine.dump(dict(payload, environment=environment), path, indent=2)
-    print(f'\nwrote {path}')
+    result = dict(arguments=vars(args), **payload, environment=environment)
+    mmengine.mkdir_or_exist(osp.dirname(osp.abspath(args.out)))
+    mmengine.dump(result, args.out, indent=2)
+    print(f'\nwrote {args.out}')

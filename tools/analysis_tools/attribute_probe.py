@@ -376,13 +376,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
     )
     write_result(
-        args.out,
+        args,
         dict(
-            config=args.config,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
+            steps=args.steps,  # read by synthpedes_difficulty.py
             train_seconds=train_s,
             final_loss=final_loss,
             per_attribute=per_attribute,

@@ -238,11 +238,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f'negatives, {margins["hardest"]:.3f} over {kept} (the ones the loss keeps).'
     )
     write_result(
-        args.out,
+        args,
         dict(
-            config=args.config,
-            checkpoint=args.checkpoint,
-            split=args.split,
             commonality=loss.commonality,
             num_pairs=int(pairs.sum()),
             parts=list(BODY_PARTS),

@@ -129,14 +129,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         + ', '.join(f'{k} {v:.3f}' for k, v in losses.items())
     )
     write_result(
-        args.out,
+        args,
         dict(
-            config=args.config,
-            cfg_options=args.cfg_options,
-            steps=args.steps,
             lr=cfg.optim_wrapper.optimizer.lr,
             batch_size=cfg.train_dataloader.batch_size,
-            seed=args.seed,
             train_seconds=train_s,
             metrics=metrics,
             final_losses=losses,

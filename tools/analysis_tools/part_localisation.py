@@ -94,11 +94,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     print(table)
     write_result(
-        args.out,
+        args,
         dict(
-            config=args.config,
-            checkpoint=args.checkpoint,
-            split=args.split,
             parts=list(MASK_PARTS),
             mass=result['mass'].tolist(),
             area=result['area'].tolist(),

@@ -8,14 +8,14 @@ second half directly, with the generator's ground truth
 
 1. **Attribute classifier.** The quick-start image encoder (the config's
    ``model.image_encoder``, randomly initialised) with one linear head per
-   attribute on its flattened feature map, trained from scratch on the train
-   split's images against their identity's attributes (an absent item's
-   colour is its own class, ``n/a``), trained by MMEngine's Runner with the
-   config's optimizer (AdamW, gradient clipping) over a fixed number of
+   attribute on its flattened feature map, trained from scratch by
+   MMEngine's Runner on the train split's images against their identity's
+   attributes (an absent item's colour is its own class, ``n/a``): the
+   config's optimizer (AdamW, gradient clipping), a fixed number of
    iterations (linear warm-up, then cosine decay), batch 64, no
-   augmentation. On the test split it
-   reports per-attribute accuracy against the majority-class baseline (the
-   most frequent train value), grouped by body part.
+   augmentation. On the test split it reports per-attribute accuracy
+   against the majority-class baseline (the most frequent train value),
+   grouped by body part.
 2. **Attribute-matching retrieval.** Each test caption's mentioned
    attributes (``attributes.json`` ``images[...]['mentions']``: the
    generator's parse, not a text model) scored against every test image by

@@ -1,5 +1,6 @@
 """Install tbps_mm: ``pip install -e .`` (add ``[tests]`` for the test tools,
-``[deploy]`` for ONNX export and onnxruntime, ``[serve]`` for the search page)."""
+``[deploy]`` for ONNX export and onnxruntime, ``[serve]`` for the search page,
+``[analysis]`` for tools/analysis_tools)."""
 
 import os.path as osp
 
@@ -38,10 +39,12 @@ setup(
     extras_require={
         'deploy': read_requirements('deploy.txt'),
         'serve': read_requirements('serve.txt'),
-        # The tests cover the deploy and serve extras too.
+        'analysis': read_requirements('analysis.txt'),
+        # The tests cover the deploy, serve and analysis extras too.
         'tests': read_requirements('tests.txt')
         + read_requirements('deploy.txt')
-        + read_requirements('serve.txt'),
+        + read_requirements('serve.txt')
+        + read_requirements('analysis.txt'),
     },
     classifiers=[
         'Programming Language :: Python :: 3',

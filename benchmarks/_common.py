@@ -19,7 +19,8 @@ they share:
   so that set-up temporaries do not count; elsewhere the block's peak is
   measured against the peak reached before it, which is exact as long as the
   set-up itself allocates nothing temporary above its result;
-- :func:`markdown_table` and :func:`write_json`.
+- :func:`write_json`; tables come from
+  :func:`tbps_mm.evaluation.markdown_table`, re-exported here.
 
 Written by hand: MMEngine and MMPretrain have no benchmark utilities for
 arbitrary functions (``mmengine.utils.dl_utils`` has a timer only), and
@@ -44,6 +45,8 @@ import statistics
 import sys
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
+
+from tbps_mm.evaluation.retrieval_table import markdown_table
 
 MIB = 1024**2
 GIB = 1024**3
@@ -330,33 +333,6 @@ def quiet_mmengine() -> None:
 
     MMLogger.get_instance('tbps_mm_benchmark', log_level='WARNING')
     logging.getLogger('transformers').setLevel(logging.ERROR)
-
-
-def markdown_table(
-    headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str = ''
-) -> str:
-    """A GitHub Markdown table.
-
-    Args:
-        headers (Sequence[str]): Column titles.
-        rows (Sequence[Sequence]): Cells (converted with ``str``).
-        align (str): One of ``'l'`` / ``'r'`` per column; default: the first
-            column left, the others right.
-
-    Returns:
-        str: The table, one row per line.
-
-    Example:
-        >>> print(markdown_table(['a', 'b'], [[1, 2]]))
-        | a | b |
-        |:--|--:|
-        | 1 | 2 |
-    """
-    align = align or 'l' + 'r' * (len(headers) - 1)
-    rule = ['--:' if a == 'r' else ':--' for a in align]
-    lines = ['| ' + ' | '.join(headers) + ' |', '|' + '|'.join(rule) + '|']
-    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
-    return '\n'.join(lines)
 
 
 def write_json(path: Optional[str], payload: Dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""The SynthPedes ablation of issue 7: which parts of the method carry accuracy.
+"""The SynthPedes ablation: which parts of the method carry accuracy.
 
 Rows (every one trains the quick-start model of ``configs/tbps_synth.py`` with
 one change, at one budget, from scratch):
@@ -7,9 +7,10 @@ one change, at one budget, from scratch):
 ``global``    global-only: no part queries, no L_CMR, coarse score only
 ``fixed``     parts (K = 4) with a fixed-margin part ranking loss (0.3, the
               commonality margin's maximum)
-``fixed015``  ... at 0.15: about the commonality margin's mean over the 4
-              hardest negatives at the end of training (0.16 for the seed-0
-              full model), so the control for "a smaller margin" alone
+``fixed015``  ... at 0.15: near the commonality margin's mean over the 4
+              hardest negatives at the end of training (which
+              ``tools/analysis_tools/commonality_sanity.py`` reports), so the
+              control for "a smaller margin" alone
 ``full``      parts (K = 4) with the commonality margin: the full method
 ``k2``        the full method with K = 2 part queries
 ``k6``        ... K = 6
@@ -54,6 +55,8 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from _common import format_machine, machine_info, markdown_table, write_json
+
+from tbps_mm.engine.run_logs import read_test_metrics as find_test_metrics
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RESULTS = osp.join(REPO, 'benchmarks', 'results')
@@ -133,38 +136,6 @@ def budget_options(epochs: int) -> List[str]:
         'default_hooks.checkpoint.max_keep_ckpts=1',
         'default_hooks.checkpoint.save_best=None',
     ]
-
-
-def find_test_metrics(work_dir: str) -> Dict[str, float]:
-    """The test metrics MMEngine's LoggerHook wrote into ``work_dir``.
-
-    Args:
-        work_dir (str): A ``tools/train.py --test`` work dir.
-
-    Returns:
-        dict: The newest ``<timestamp>/<timestamp>.json`` holding ``t2i/R1``.
-
-    Raises:
-        FileNotFoundError: No such file (the run failed before testing).
-    """
-    candidates = sorted(glob.glob(osp.join(work_dir, '*', '*.json')), reverse=True)
-    for path in candidates:
-        stamp = osp.basename(osp.dirname(path))
-        if osp.basename(path) != f'{stamp}.json':
-            continue
-        with open(path) as f:
-            try:
-                record = json.load(f)
-            except json.JSONDecodeError:
-                continue
-        if isinstance(record, dict) and 't2i/R1' in record:
-            return {
-                k: float(v) for k, v in record.items() if k.startswith(('t2i', 'i2t'))
-            }
-    raise FileNotFoundError(
-        f'no test metrics (<timestamp>/<timestamp>.json with t2i/R1) in {work_dir}; '
-        'see its train.log'
-    )
 
 
 def run_path(epochs: int, row: str, seed: int) -> str:
@@ -309,7 +280,7 @@ def paired_gaps(records: List[Dict], row: str, other: str) -> Dict[int, float]:
 def target_lines(
     summary: Dict[str, Dict], records: Optional[List[Dict]] = None
 ) -> List[str]:
-    """Issue 7's targets: full vs global-only (>= 3 R@1) and vs fixed margins."""
+    """The targets: full vs global-only (>= 3 R@1) and vs fixed margins."""
 
     def r1(row: str) -> Optional[tuple]:
         stats = summary.get(row, {}).get('stats', {}).get('t2i/R1')

@@ -79,8 +79,8 @@ TOLERANCE = 1e-6
 
 #: Bytes per similarity score the reference holds at its peak, from its
 #: tensors: the argsort index matrix (8), the gathered gallery labels (8),
-#: the match matrix (1) and its cumulative sum (8); measured: 25.0 at
-#: 1,985 x 19,848. With the input matrix (4) this is the skip estimate.
+#: the match matrix (1) and its cumulative sum (8). With the input matrix (4)
+#: this is the skip estimate.
 REFERENCE_BYTES_PER_SCORE = 25
 #: Scale of the integer-valued scores (2**-23: exact in float32).
 SCORE_SCALE = 2.0**-23

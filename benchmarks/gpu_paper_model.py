@@ -1,14 +1,15 @@
 """Benchmark: the paper-style model on a GPU: training step, memory, evaluation.
 
-One prepared script for a GPU session (issue 7, item 6), bounded to about
-five minutes of device time. It measures the model of ``configs/tbps_cuhk.py``
+One prepared script for a GPU, its device time bounded by ``--time-limit``.
+It measures the model of ``configs/tbps_cuhk.py``
 (CLIP ViT-B/16 at 384x128 + the CLIP text transformer shape, K = 6 shared
 part queries, SDM + ID + L_CMR), randomly initialised:
 
 1. **Training step** (``model.train_step``: data preprocessor, forward,
    losses, backward, the config's ``AmpOptimWrapper`` step: autocast +
    dynamic loss scaling) at batch 64 on synthetic batches, for the full model
-   and the global-only baseline (no part queries, no part losses): median
+   and the global-only baseline (``configs/_base_/models/
+   global_vit-b16_clip.py``: no part queries, no part losses): median
    step time after warm-up and the peak GPU memory of training
    (``torch.cuda.max_memory_allocated``: weights, gradients, Adam states and
    activations). The variants run one after the other, each built fresh after
@@ -55,7 +56,7 @@ from _common import (
     quiet_mmengine,
     write_json,
 )
-from train_step_cost import (
+from _step_cost import (
     build_model,
     build_optim_wrapper,
     load_config,
@@ -72,14 +73,19 @@ TINY_TEXT = dict(
 
 
 def paper_config(args: argparse.Namespace):
-    """``configs/tbps_cuhk.py`` with random init (and the tiny shapes)."""
+    """``configs/tbps_cuhk.py`` with random init (and the tiny shapes).
+
+    The full model and its global-only config get the same image size (and
+    tiny shapes).
+    """
     cfg = load_config('clip-b16')
-    cfg.model.image_encoder.img_size = tuple(args.img_size)
-    if args.tiny_model:
-        cfg.model.image_encoder.arch = dict(TINY_VIT)
-        cfg.model.text_encoder.config.update(TINY_TEXT)
-        cfg.model.head.image_in_channels = TINY_VIT['embed_dims']
-        cfg.model.head.text_in_channels = TINY_TEXT['hidden_size']
+    for model in (cfg.model, cfg.global_model):
+        model.image_encoder.img_size = tuple(args.img_size)
+        if args.tiny_model:
+            model.image_encoder.arch = dict(TINY_VIT)
+            model.text_encoder.config.update(TINY_TEXT)
+            model.head.image_in_channels = TINY_VIT['embed_dims']
+            model.head.text_in_channels = TINY_TEXT['hidden_size']
     return cfg
 
 
@@ -102,7 +108,7 @@ def measure_training(
     device = args.device
     _release(device)
     torch.manual_seed(0)
-    model = build_model(variant_cfg(cfg.model, variant), device)
+    model = build_model(variant_cfg(cfg, variant), device)
     optim = build_optim_wrapper(model, cfg.optim_wrapper, device)
     text = cfg.model.text_encoder.config
     data = synthetic_batch(
@@ -196,7 +202,7 @@ def measure_evaluation(cfg, args: argparse.Namespace) -> Dict:
     device = args.device
     _release(device)
     torch.manual_seed(0)
-    model = build_model(variant_cfg(cfg.model, 'full'), device).eval()
+    model = build_model(variant_cfg(cfg, 'full'), device).eval()
     batches = _test_batches(cfg, args)
     metric = TBPSRetrievalMetric()
     amp = torch.autocast(device_type=device.split(':')[0], enabled=args.eval_amp)

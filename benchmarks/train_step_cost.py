@@ -5,9 +5,10 @@ Two questions, answered from the configs as users run them:
 1. **What does the method add to a training step?** The model of a config is
    built (random init) in three variants at the same backbone and batch:
 
-   - ``global-only``: no part queries (``head.num_parts=0``), no part losses,
-     ``fusion_weight=0`` (what ``configs/_base_/models/global_vit-b16_clip.py``
-     does to the paper-style model);
+   - ``global-only``: the model of the config that defines it
+     (``configs/ablations/synth_global.py``,
+     ``configs/_base_/models/global_vit-b16_clip.py``): no part queries, no
+     part losses, the coarse score only;
    - ``parts``: the part decoder, but the losses on part outputs (L_CMR and
      any other) switched off: the decoder's own cost;
    - ``full``: the config as is (decoder + L_CMR).
@@ -25,7 +26,7 @@ Two questions, answered from the configs as users run them:
    The variants run in the same process, interleaved step by step
    (so that load drift on a shared machine hits them alike) after warm-up
    steps; the table gives the median step time and the overhead over
-   global-only. Target (issue 7): decoder + L_CMR add at most 15 %.
+   global-only. Target: decoder + L_CMR add at most 15 %.
 
 2. **Is data loading the bottleneck?** The same generated SynthPedes set
    (in a temporary folder) feeds the config's train dataloader (its pipeline,
@@ -42,7 +43,8 @@ Models (``--models``):
 - ``clip-b16``: ``configs/tbps_cuhk.py``'s paper-style model (CLIP ViT-B/16 at
   384x128 + the CLIP text transformer shape, K = 6), random init, on the CPU
   at a small batch (``--clip-batch``, default 8); full and global-only only,
-  unless ``--variants`` says otherwise (three such models need ~8 GB).
+  unless ``--variants`` says otherwise (three such models at once need
+  several GB).
 
 Usage:
     python benchmarks/train_step_cost.py [--models synth clip-b16] \\
@@ -63,7 +65,7 @@ import os.path as osp
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import torch
 from _common import (
@@ -74,172 +76,16 @@ from _common import (
     quiet_mmengine,
     write_json,
 )
-from mmengine.config import DictAction
-
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-#: The CLIP text transformer of ViT-B/16 (transformers CLIPTextConfig kwargs).
-CLIP_TEXT_B = dict(
-    vocab_size=49408,
-    hidden_size=512,
-    intermediate_size=2048,
-    num_hidden_layers=12,
-    num_attention_heads=8,
-    max_position_embeddings=77,
-    hidden_act='quick_gelu',
-    bos_token_id=49406,
-    eos_token_id=49407,
-    pad_token_id=0,
+from _step_cost import (
+    MODELS_TO_RUN,
+    VARIANTS,
+    build_model,
+    build_optim_wrapper,
+    load_config,
+    synthetic_batch,
+    variant_cfg,
 )
-
-#: name -> config file, default batch, default variants.
-MODELS_TO_RUN = {
-    'synth': dict(
-        config='configs/tbps_synth.py',
-        batch=64,
-        variants=('global-only', 'parts', 'full'),
-    ),
-    'clip-b16': dict(
-        config='configs/tbps_cuhk.py', batch=8, variants=('global-only', 'full')
-    ),
-}
-VARIANTS = ('global-only', 'parts', 'full')
-
-
-def load_config(name: str, cfg_options: Optional[dict] = None):
-    """The config of ``name`` (see :data:`MODELS_TO_RUN`), random init.
-
-    For ``clip-b16`` the pretrained-weight paths are dropped (random init) and
-    the text encoder is built from :data:`CLIP_TEXT_B` instead of a folder.
-
-    Args:
-        name (str): A key of :data:`MODELS_TO_RUN`.
-        cfg_options (dict, optional): ``--cfg-options`` overrides, merged
-            before the variants are derived (e.g. ``model.head.num_layers=1``).
-
-    Returns:
-        mmengine.Config: With ``model`` and ``optim_wrapper``.
-    """
-    from mmengine.config import Config
-
-    import tbps_mm  # noqa: F401  (registers the components)
-
-    cfg = Config.fromfile(osp.join(REPO_ROOT, MODELS_TO_RUN[name]['config']))
-    if name == 'clip-b16':
-        cfg.model.image_encoder.init_cfg = None
-        cfg.model.head.init_cfg = None
-        cfg.model.text_encoder = dict(type='CLIPTextEncoder', config=CLIP_TEXT_B)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
-
-
-def variant_cfg(model_cfg, variant: str):
-    """The model config of one variant (see module docstring).
-
-    Args:
-        model_cfg (ConfigDict): The full model's config.
-        variant (str): ``'global-only'``, ``'parts'`` or ``'full'``.
-
-    Returns:
-        ConfigDict: A modified deep copy.
-    """
-    from tbps_mm.registry import MODELS
-
-    if variant not in VARIANTS:
-        raise ValueError(f'unknown variant {variant!r}; choose from {VARIANTS}')
-    cfg = model_cfg.deepcopy()
-    if variant == 'full':
-        return cfg
-    for name, loss in list(cfg.losses.items()):
-        if loss is None:
-            continue
-        default = getattr(MODELS.get(loss['type']), 'input_key', 'embed')
-        if loss.get('input_key', default) != 'embed':
-            cfg.losses[name] = None  # a loss on part outputs
-    if variant == 'global-only':
-        cfg.head.num_parts = 0
-        cfg.fusion_weight = 0.0
-    return cfg
-
-
-def build_model(model_cfg, device: str) -> torch.nn.Module:
-    """Build a model from its config, initialise it and move it to ``device``."""
-    from mmengine.registry import init_default_scope
-
-    from tbps_mm.registry import MODELS
-
-    init_default_scope('tbps_mm')
-    model = MODELS.build(model_cfg)
-    model.init_weights()
-    return model.to(device).train()
-
-
-def build_optim_wrapper(model: torch.nn.Module, optim_cfg, device: str):
-    """The config's optimizer wrapper; ``AmpOptimWrapper`` becomes a plain
-    ``OptimWrapper`` off the GPU (MMEngine's AMP wrapper needs CUDA)."""
-    from mmengine.optim import build_optim_wrapper as mm_build
-
-    cfg = optim_cfg.deepcopy()
-    if cfg.get('type') == 'AmpOptimWrapper' and not device.startswith('cuda'):
-        cfg.type = 'OptimWrapper'
-        cfg.pop('loss_scale', None)
-        cfg.pop('dtype', None)
-    return mm_build(model, cfg)
-
-
-def synthetic_batch(
-    batch: int,
-    img_hw: Sequence[int],
-    text_len: int,
-    vocab: int,
-    num_classes: int,
-    eos_token_id: Optional[int] = None,
-    seed: int = 0,
-) -> dict:
-    """A collated training batch like the data loader's (``pseudo_collate``).
-
-    Args:
-        batch (int): Image-caption pairs.
-        img_hw (Sequence[int]): (H, W).
-        text_len (int): Padded caption length L.
-        vocab (int): Token ids are drawn in [1, vocab).
-        num_classes (int): Labels are drawn in [0, num_classes).
-        eos_token_id (int, optional): Put at the end of every caption (CLIP
-            pools at its end-of-text token).
-        seed (int): Seed.
-
-    Returns:
-        dict: ``inputs`` (``img`` / ``text_ids`` / ``text_mask`` lists) and
-        ``data_samples`` (DataSample with ``gt_label``), as in
-        docs/data_flow.md section 2.
-
-    Example:
-        >>> data = synthetic_batch(2, (96, 32), 10, 50, 5)
-        >>> data['inputs']['img'][0].dtype
-        torch.uint8
-    """
-    from mmpretrain.structures import DataSample
-
-    gen = torch.Generator().manual_seed(seed)
-    h, w = img_hw
-    imgs = torch.randint(0, 256, (batch, 3, h, w), generator=gen, dtype=torch.uint8)
-    ids = torch.randint(1, vocab, (batch, text_len), generator=gen)
-    lengths = torch.randint(text_len // 2, text_len + 1, (batch,), generator=gen)
-    mask = (torch.arange(text_len)[None, :] < lengths[:, None]).long()
-    if eos_token_id is not None:
-        ids[torch.arange(batch), lengths - 1] = eos_token_id
-    ids = ids * mask
-    labels = torch.randint(0, num_classes, (batch,), generator=gen)
-    samples = []
-    for i in range(batch):
-        sample = DataSample().set_gt_label(int(labels[i]))
-        sample.set_metainfo(dict(sample_idx=i, image_id=i, modality='pair'))
-        samples.append(sample)
-    return dict(
-        inputs=dict(img=list(imgs), text_ids=list(ids), text_mask=list(mask)),
-        data_samples=samples,
-    )
+from mmengine.config import DictAction
 
 
 def batch_for(cfg, batch: int, seed: int = 0) -> dict:
@@ -399,7 +245,7 @@ def run_model(name: str, args: argparse.Namespace, data: Optional[Dict] = None) 
     torch.manual_seed(0)
     runners = {}
     for variant in variants:
-        model = build_model(variant_cfg(cfg.model, variant), args.device)
+        model = build_model(variant_cfg(cfg, variant), args.device)
         runners[variant] = (
             model,
             build_optim_wrapper(model, cfg.optim_wrapper, args.device),

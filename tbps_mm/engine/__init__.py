@@ -1,6 +1,7 @@
 """Training machinery: the Runner that reads its checkpoints on torch >= 2.6,
-the hooks, and what entry scripts share (common arguments, config checks,
-CPU-safe distributed set-up)."""
+the hooks, what entry scripts share (common arguments, config checks,
+CPU-safe distributed set-up) and the reader of what a run wrote into its work
+dir."""
 
 from .hooks import RankedListHook
 from .launch import (
@@ -13,6 +14,7 @@ from .launch import (
     setup_distributed,
     teardown_distributed,
 )
+from .run_logs import list_test_metrics, read_scalars, read_test_metrics
 from .tbps_runner import TBPSRunner
 
 __all__ = [
@@ -22,7 +24,10 @@ __all__ = [
     'add_launch_args',
     'build_runner',
     'check_checkpoint',
+    'list_test_metrics',
     'load_config',
+    'read_scalars',
+    'read_test_metrics',
     'resolve_work_dir',
     'setup_distributed',
     'teardown_distributed',

@@ -7,7 +7,7 @@
 from .functional import query_rank_stats, rank_lists, rank_metrics, summarize_rank_stats
 from .metrics import TBPSRetrievalMetric
 from .rerank import KReciprocalReranker, k_reciprocal_rerank
-from .retrieval_table import format_retrieval_table
+from .retrieval_table import format_retrieval_table, markdown_table
 
 __all__ = [
     'rank_metrics',
@@ -18,4 +18,5 @@ __all__ = [
     'k_reciprocal_rerank',
     'TBPSRetrievalMetric',
     'format_retrieval_table',
+    'markdown_table',
 ]

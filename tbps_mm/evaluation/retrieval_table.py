@@ -1,9 +1,13 @@
-"""The field's results table (task | R1 | R5 | R10 | mAP | mINP) as text.
+"""Results as Markdown tables: the field's table and any other.
 
-The metric logs it after every evaluation and ``tools/test.py`` prints it, so
-both show the same table. Metric keys look like ``t2i/R1`` or, with an
-evaluator prefix, ``val/t2i/R1``: the task is everything before the last
-``/``.
+:func:`format_retrieval_table` renders the field's table (task | R1 | R5 |
+R10 | mAP | mINP); the metric logs it after every evaluation and
+``tools/test.py`` prints it, so both show the same table.
+:func:`markdown_table` renders any rows, for the benchmark and analysis
+scripts whose tables go to docs/benchmarks*.md.
+
+Metric keys look like ``t2i/R1`` or, with an evaluator prefix,
+``val/t2i/R1``: the task is everything before the last ``/``.
 
 Example:
     >>> print(format_retrieval_table({'t2i/R1': 50.0, 't2i/mAP': 40.0}))
@@ -12,9 +16,9 @@ Example:
     | t2i  | 50.00 | 40.00 |
 """
 
-from typing import Dict, List
+from typing import Any, Dict, List, Sequence
 
-__all__ = ['format_retrieval_table']
+__all__ = ['format_retrieval_table', 'markdown_table']
 
 
 def _column_key(name: str):
@@ -64,4 +68,35 @@ def format_retrieval_table(metrics: Dict[str, float], digits: int = 2) -> str:
 
     lines = [fmt(header), fmt(['-' * w for w in widths])]
     lines += [fmt(line) for line in body]
+    return '\n'.join(lines)
+
+
+def markdown_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str = ''
+) -> str:
+    """A GitHub Markdown table of any cells.
+
+    Args:
+        headers (Sequence[str]): Column titles.
+        rows (Sequence[Sequence]): Cells (converted with ``str``).
+        align (str): One of ``'l'`` / ``'r'`` per column; default: the first
+            column left, the others right.
+
+    Returns:
+        str: The table, one row per line.
+
+    Example:
+        >>> print(markdown_table(['a', 'b'], [[1, 2]]))
+        | a | b |
+        |:--|--:|
+        | 1 | 2 |
+    """
+    align = align or 'l' + 'r' * (len(headers) - 1)
+    if len(align) != len(headers):
+        raise ValueError(
+            f'align {align!r} has {len(align)} letters for {len(headers)} columns'
+        )
+    rule = ['--:' if a == 'r' else ':--' for a in align]
+    lines = ['| ' + ' | '.join(headers) + ' |', '|' + '|'.join(rule) + '|']
+    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
     return '\n'.join(lines)

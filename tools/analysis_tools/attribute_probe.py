@@ -1,4 +1,4 @@
-"""Are SynthPedes caption attributes recoverable from the images? (issue 3)
+"""Are SynthPedes caption attributes recoverable from the images?
 
 SynthPedes must leave room for part-level matching: a global-embedding model
 trained at the quick-start budget stays below saturation, *while* what the
@@ -8,12 +8,14 @@ second half directly, with the generator's ground truth
 
 1. **Attribute classifier.** The quick-start image encoder (the config's
    ``model.image_encoder``, randomly initialised) with one linear head per
-   attribute on its flattened feature map, trained from scratch on the train
-   split's images against their identity's attributes (an absent item's
-   colour is its own class, ``n/a``), with the quick-start recipe (AdamW,
-   warm-up and cosine decay, batch 64, no augmentation). On the test split it
-   reports per-attribute accuracy against the majority-class baseline (the
-   most frequent train value), grouped by body part.
+   attribute on its flattened feature map, trained from scratch by
+   MMEngine's Runner on the train split's images against their identity's
+   attributes (an absent item's colour is its own class, ``n/a``): the
+   config's optimizer (AdamW, gradient clipping), a fixed number of
+   iterations (linear warm-up, then cosine decay), batch 64, no
+   augmentation. On the test split it reports per-attribute accuracy
+   against the majority-class baseline (the most frequent train value),
+   grouped by body part.
 2. **Attribute-matching retrieval.** Each test caption's mentioned
    attributes (``attributes.json`` ``images[...]['mentions']``: the
    generator's parse, not a text model) scored against every test image by
@@ -29,33 +31,41 @@ If its retrieval beats the global-only TBPS model at a similar compute
 budget, the gap is recognition the TBPS model has not converted into
 matching, i.e. room for part-level matching.
 
-Written by hand: no OpenMMLab or transformers utility trains a multi-head
-attribute probe against SynthPedes' ground truth.
+What is written here and why: the probe model (an MMEngine ``BaseModel``
+whose loss is the summed cross-entropy of its heads) and its in-memory
+dataset of decoded images and attribute labels. Neither is a TBPS component
+(they exist for this question only), so they are handed to the Runner as
+objects instead of being registered. Scoring captions by predicted
+attributes is a sum of log-probabilities, not an embedding product, so it is
+ranked by ``rank_metrics`` (the function behind ``TBPSRetrievalMetric``).
 
 Example:
-    python benchmarks/attribute_probe.py --steps 1000 \\
+    python tools/analysis_tools/attribute_probe.py --steps 1000 \\
         --out benchmarks/results/attribute_probe.json
 """
 
 import argparse
-import json
 import os.path as osp
 import sys
+import tempfile
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import machine_info, markdown_table, write_json
+from _harness import iteration_schedule, load_attributes, write_result
+from mmengine.config import DictAction
+from mmengine.model import BaseModel
 from mmengine.registry import init_default_scope
-from model_probe import lr_factor
+from mmengine.runner import Runner
 from PIL import Image
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
 import tbps_mm  # noqa: F401  (registers every component)
 from tbps_mm.engine import load_config
-from tbps_mm.evaluation.functional import rank_metrics
+from tbps_mm.evaluation import markdown_table, rank_metrics
 from tbps_mm.registry import DATASETS, MODELS
 
 NOT_APPLICABLE = 'n/a'
@@ -77,7 +87,7 @@ def encoder_features(encoder: nn.Module, images: Tensor) -> Tensor:
     return (feats[-1] if isinstance(feats, (tuple, list)) else feats).flatten(1)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument(
         '--config',
@@ -90,9 +100,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=None, help='torch threads')
     parser.add_argument('--out', help='write the result as JSON here')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, help='config overrides'
+    )
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.batch_size < 2:
-        parser.error('--steps must be >= 1 and --batch-size >= 2')
+    if args.steps < 2 or args.batch_size < 2:
+        parser.error('--steps and --batch-size must be >= 2')
     return args
 
 
@@ -132,8 +145,32 @@ def attribute_labels(
     return vocab, labels, person_ids
 
 
-class AttributeProbe(nn.Module):
-    """An image encoder with one linear classifier per attribute."""
+class AttributeSet(Dataset):
+    """Decoded images with their attribute labels, as the Runner's data.
+
+    Args:
+        images (Tensor): (N, 3, H, W) normalised images.
+        labels (Tensor): (N, A) class index of every attribute.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        return dict(inputs=self.images[index], data_samples=self.labels[index])
+
+
+class AttributeProbe(BaseModel):
+    """An image encoder with one linear classifier per attribute.
+
+    Args:
+        encoder (nn.Module): The image encoder (built from the config).
+        feat_dims (int): Size of the encoder's flattened last output.
+        vocab (dict): Attribute -> class names, in label order.
+    """
 
     def __init__(self, encoder: nn.Module, feat_dims: int, vocab: Dict) -> None:
         super().__init__()
@@ -142,49 +179,81 @@ class AttributeProbe(nn.Module):
             {a: nn.Linear(feat_dims, len(v)) for a, v in vocab.items()}
         )
 
-    def forward(self, images: Tensor) -> Dict[str, Tensor]:
-        feats = encoder_features(self.encoder, images)
-        return {a: head(feats) for a, head in self.heads.items()}
+    def forward(
+        self,
+        inputs: Tensor,
+        data_samples: Optional[Tensor] = None,
+        mode: str = 'tensor',
+    ):
+        """Logits per attribute; ``mode='loss'``: summed cross-entropy.
+
+        Args:
+            inputs (Tensor): (B, 3, H, W) images.
+            data_samples (Tensor, optional): (B, A) labels (``'loss'`` mode).
+            mode (str): ``'loss'`` or ``'tensor'``.
+
+        Returns:
+            dict: ``{'loss': ...}`` or ``{attribute: (B, classes) logits}``.
+        """
+        feats = encoder_features(self.encoder, inputs)
+        logits = {a: head(feats) for a, head in self.heads.items()}
+        if mode != 'loss':
+            return logits
+        loss = sum(
+            F.cross_entropy(logits[a], data_samples[:, i])
+            for i, a in enumerate(self.heads)
+        )
+        return dict(loss=loss)
 
 
 def train_probe(
-    model: AttributeProbe, images: Tensor, labels: Tensor, args
-) -> List[float]:
-    """Train with summed per-attribute cross-entropy; returns the losses."""
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, args.steps)
+    model: AttributeProbe, images: Tensor, labels: Tensor, cfg, args
+) -> float:
+    """Train with MMEngine's Runner for ``args.steps`` iterations.
+
+    Args:
+        model (AttributeProbe): The probe.
+        images (Tensor): (N, 3, H, W) training images.
+        labels (Tensor): (N, A) their labels.
+        cfg (Config): The config whose ``optim_wrapper`` is used.
+        args (argparse.Namespace): ``steps``, ``batch_size``, ``lr``, ``seed``.
+
+    Returns:
+        float: The mean loss of the last 50 steps.
+    """
+    optim_wrapper = cfg.optim_wrapper.copy()
+    optim_wrapper['optimizer'] = dict(optim_wrapper['optimizer'], lr=args.lr)
+    loader = DataLoader(
+        AttributeSet(images, labels),
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(args.seed),
     )
-    rng = np.random.default_rng(args.seed)
-    names = list(model.heads)
-    losses, start = [], time.perf_counter()
-    for step in range(args.steps):
-        index = torch.from_numpy(rng.choice(len(images), args.batch_size, False))
-        logits = model(images[index])
-        target = labels[index]
-        loss = sum(
-            F.cross_entropy(logits[a], target[:, i]) for i, a in enumerate(names)
+    with tempfile.TemporaryDirectory() as work_dir:
+        runner = Runner(
+            model=model,
+            work_dir=work_dir,
+            train_dataloader=loader,
+            train_cfg=dict(by_epoch=False, max_iters=args.steps),
+            optim_wrapper=optim_wrapper,
+            param_scheduler=iteration_schedule(args.steps),
+            default_hooks=dict(
+                checkpoint=None, logger=dict(type='LoggerHook', interval=100)
+            ),
+            log_processor=dict(by_epoch=False),
+            randomness=dict(seed=args.seed),
+            default_scope=cfg.get('default_scope', 'tbps_mm'),
         )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        if (step + 1) % 100 == 0:
-            elapsed = time.perf_counter() - start
-            print(
-                f'step {step + 1}/{args.steps} {elapsed:.0f}s '
-                f'loss {np.mean(losses[-100:]):.3f}',
-                flush=True,
-            )
-    return losses
+        runner.train()
+        return float(runner.message_hub.get_scalar('train/loss').mean(50))
 
 
 @torch.no_grad()
 def predict_log_probs(
     model: AttributeProbe, images: Tensor, chunk: int = 256
 ) -> Dict[str, Tensor]:
+    """Log-probabilities of every class of every attribute, (N, classes)."""
     model.eval()
     outs = [model(images[i : i + chunk]) for i in range(0, len(images), chunk)]
     return {a: torch.cat([o[a] for o in outs]).log_softmax(-1) for a in model.heads}
@@ -213,18 +282,17 @@ def query_scores(queries: List[Dict[str, int]], log_probs: Dict[str, Tensor]) ->
     return scores
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'tbps_mm'))
     # Building the dataset generates SynthPedes on first use, as training does.
     dataset = DATASETS.build(dict(cfg.train_dataloader.dataset, pipeline=[]))
     data_root = dataset.data_root
-    with open(osp.join(data_root, 'attributes.json')) as f:
-        attrs = json.load(f)
+    attrs = load_attributes(data_root)
     preprocessor = MODELS.build(
         cfg.model.get('data_preprocessor') or dict(type='TBPSDataPreprocessor')
     )
@@ -234,13 +302,14 @@ def main(argv=None) -> int:
     vocab, train_labels, _ = attribute_labels(attrs, train_paths)
     _, test_labels, test_ids = attribute_labels(attrs, test_paths)
 
+    # The Runner applies the encoder's init_cfg when training starts, as in a
+    # full run.
     encoder = MODELS.build(cfg.model.image_encoder)
-    encoder.init_weights()  # as the Runner initialises it in a full run
     with torch.no_grad():
         feat_dims = encoder_features(encoder, train_images[:2]).shape[1]
     model = AttributeProbe(encoder, feat_dims, vocab)
     start = time.perf_counter()
-    losses = train_probe(model, train_images, train_labels, args)
+    final_loss = train_probe(model, train_images, train_labels, cfg, args)
     train_s = time.perf_counter() - start
     log_probs = predict_log_probs(model, test_images)
 
@@ -306,22 +375,16 @@ def main(argv=None) -> int:
             ],
         )
     )
-    if args.out:
-        write_json(
-            args.out,
-            dict(
-                machine=machine_info(),
-                config=args.config,
-                steps=args.steps,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                seed=args.seed,
-                train_seconds=train_s,
-                final_loss=float(np.mean(losses[-50:])),
-                per_attribute=per_attribute,
-                retrieval=retrieval,
-            ),
-        )
+    write_result(
+        args,
+        dict(
+            steps=args.steps,  # read by synthpedes_difficulty.py
+            train_seconds=train_s,
+            final_loss=final_loss,
+            per_attribute=per_attribute,
+            retrieval=retrieval,
+        ),
+    )
     return 0
 
 

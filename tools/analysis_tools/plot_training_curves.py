@@ -1,11 +1,10 @@
 """Plot training curves (losses, validation R@1) from MMEngine work dirs.
 
-MMEngine's ``LocalVisBackend`` writes every logged scalar of a run, one JSON
-object per line, to ``<work_dir>/<timestamp>/vis_data/scalars.json``: training
-lines carry the losses and the iteration ``step``; validation lines carry the
-metrics (``t2i/R1``, ...) and the epoch as ``step``. This script reads those
-files (every timestamp of a work dir, in order, so resumed runs join up) and
-draws, for one or several work dirs side by side:
+MMEngine's ``LocalVisBackend`` writes every logged scalar of a run to
+``<work_dir>/<timestamp>/vis_data/scalars.json``, which
+:func:`tbps_mm.engine.read_scalars` reads (every timestamp of a work dir, in
+order, so resumed runs join up). This script draws, for one or several work
+dirs side by side:
 
 - left: every ``loss*`` scalar against the iteration (total loss bold);
 - right: validation ``t2i/R1`` (and the coarse-only / parts-only R@1 when
@@ -15,71 +14,20 @@ Written by hand: MMEngine has a scalar logger but no plotting tool, and
 MMPretrain's ``analyze_logs`` reads the old text logs, not ``scalars.json``.
 
 Example:
-    python benchmarks/plot_training_curves.py work_dirs/tbps_synth \\
+    python tools/analysis_tools/plot_training_curves.py work_dirs/tbps_synth \\
         --out docs/images/training_curves.png
 """
 
 import argparse
-import glob
-import json
 import os
 import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from tbps_mm.engine import read_scalars
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 VAL_KEYS = ('t2i/R1', 't2i-coarse/R1', 't2i-parts/R1')
-
-
-def read_scalars(work_dir: str) -> Dict[str, List[Dict]]:
-    """Training and validation scalars of a work dir.
-
-    Args:
-        work_dir (str): An MMEngine work dir.
-
-    Returns:
-        dict: ``train``: the training lines (with ``step`` = iteration),
-        ``val``: the validation lines (with ``step`` = epoch), each in the
-        order they were logged; ``test``: the test metrics MMEngine wrote to
-        ``<timestamp>/<timestamp>.json`` (``tools/train.py --test``), with
-        ``step`` set to the last training epoch.
-
-    Raises:
-        FileNotFoundError: The work dir holds no ``vis_data/scalars.json``.
-    """
-    paths = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
-    if not paths:
-        raise FileNotFoundError(
-            f'{work_dir} holds no <timestamp>/vis_data/scalars.json: is it an '
-            'MMEngine work dir with LocalVisBackend (tbps_mm default_runtime)?'
-        )
-    train, val = [], []
-    for path in paths:
-        with open(path) as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(
-                        f'{path}, line {number}: not JSON ({err})'
-                    ) from err
-                if any(k.startswith('loss') for k in record):
-                    train.append(record)
-                elif any(k.startswith('t2i') for k in record):
-                    val.append(record)
-    test = []
-    last_epoch = max((rec.get('epoch', 0) for rec in train), default=0)
-    for stamp_dir in sorted(glob.glob(osp.join(work_dir, '*', ''))):
-        stamp = osp.basename(osp.normpath(stamp_dir))
-        path = osp.join(stamp_dir, f'{stamp}.json')
-        if osp.isfile(path):
-            with open(path) as f:
-                record = json.load(f)
-            if isinstance(record, dict) and 't2i/R1' in record:
-                test.append(dict(record, step=last_epoch))
-    return dict(train=train, val=val, test=test)
 
 
 def plot_curves(
@@ -88,7 +36,7 @@ def plot_curves(
     """Draw the losses and validation R@1 of several runs into one PNG.
 
     Args:
-        runs (dict): Label -> :func:`read_scalars` output.
+        runs (dict): Label -> ``read_scalars`` output.
         out (str): The PNG to write.
         title (str, optional): Figure title.
     """
@@ -163,7 +111,7 @@ def plot_curves(
     print(f'wrote {out}')
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('work_dirs', nargs='+', help='MMEngine work dirs')
     parser.add_argument(

@@ -13,57 +13,46 @@ part it describes. This benchmark
    with the loss module built from the config (``model.losses.cmr``, or its
    defaults when the config has none);
 3. maps each part query k to the body part where its image attention is
-   densest (the best-matching part of ``part_localisation.py``);
+   densest (the best-matching part, as ``part_localisation.py`` reports it);
 4. reports, per query, the Spearman rank correlation between ``c^k(i, j)``
    and the true sharing of that body part between the two identities: the
    share of the part's attributes (e.g. upper: type, colour, sleeves,
    pattern) on which they agree. The same correlation with the other parts'
    sharing shows whether the estimate is specific to the query's part.
 
-Written by hand (nothing in the stack does this); Spearman from scipy.
+It also reports the margins the loss asks for in training-sized batches
+(``CommonalityMarginRankingLoss.part_margins``), over all negatives and over
+the ones it keeps.
+
+Written by hand (nothing in the stack does this); Spearman from scipy
+(``pip install -e ".[analysis]"``). The model, the data loader and the mask
+arithmetic come from ``_harness``.
 
 Example:
-    python benchmarks/commonality_sanity.py configs/tbps_synth.py \\
+    python tools/analysis_tools/commonality_sanity.py configs/tbps_synth.py \\
         work_dirs/tbps_synth/epoch_9.pth
 """
 
 import argparse
-import json
-import os.path as osp
 import sys
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import markdown_table, write_json
-from part_localisation import (
+from _harness import (
     BODY_PARTS,
-    encode_split,
-    load_model,
+    checkpoint_parser,
+    encode_checkpoint,
+    load_attributes,
     localisation_table,
-    parse_cfg_options,
     patch_part_shares,
+    write_result,
 )
 from scipy.stats import spearmanr
 
+from tbps_mm.evaluation import markdown_table
 from tbps_mm.registry import MODELS
-
-
-def load_attributes(data_root: str) -> Dict:
-    """``attributes.json`` of a SynthPedes folder, with a clear error."""
-    path = osp.join(data_root, 'attributes.json')
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'{path} does not exist: the commonality sanity check needs a '
-            'SynthPedes folder (its attribute table is the ground truth)'
-        )
-    with open(path) as f:
-        table = json.load(f)
-    for key in ('identities', 'attribute_parts'):
-        if key not in table:
-            raise KeyError(f'{path} has no "{key}" entry')
-    return table
 
 
 def part_sharing(
@@ -100,7 +89,14 @@ def part_sharing(
 
 
 def build_cmr_loss(cfg):
-    """The config's CommonalityMarginRankingLoss (its defaults if it has none)."""
+    """The config's CommonalityMarginRankingLoss (its defaults if it has none).
+
+    Args:
+        cfg (Config): The training config.
+
+    Returns:
+        CommonalityMarginRankingLoss: Built by the registry.
+    """
     loss_cfg = (cfg.model.get('losses') or {}).get('cmr')
     if loss_cfg is None:
         loss_cfg = dict(type='CommonalityMarginRankingLoss')
@@ -154,30 +150,17 @@ def effective_margins(
     return {key: float(np.mean(values)) for key, values in means.items()}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config', help='the config the checkpoint was trained with')
-    parser.add_argument('checkpoint', help='training checkpoint (epoch_N.pth)')
-    parser.add_argument('--split', default='test', choices=['val', 'test'])
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = checkpoint_parser(__doc__.split('\n')[0])
     parser.add_argument(
         '--batch', type=int, default=64, help='batch size of the margin report'
-    )
-    parser.add_argument('--out', help='write the table and numbers as JSON here')
-    parser.add_argument(
-        '--cfg-options', nargs='+', default=[], help='key=value config overrides'
     )
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    cfg, model = load_model(
-        args.config, args.checkpoint, parse_cfg_options(args.cfg_options)
-    )
-    if model.num_parts == 0:
-        print('the model has no part queries (K = 0): no commonality to check')
-        return 1
-    encoded = encode_split(cfg, model, args.split)
+    cfg, model, encoded = encode_checkpoint(args)
     images, texts = encoded['images'], encoded['texts']
 
     # One sample per gallery image: the image and its first caption.
@@ -254,12 +237,9 @@ def main(argv=None) -> int:
         f'(margin_mode={loss.margin_mode!r}): mean {margins["all"]:.3f} over all '
         f'negatives, {margins["hardest"]:.3f} over {kept} (the ones the loss keeps).'
     )
-    write_json(
-        args.out,
+    write_result(
+        args,
         dict(
-            config=args.config,
-            checkpoint=args.checkpoint,
-            split=args.split,
             commonality=loss.commonality,
             num_pairs=int(pairs.sum()),
             parts=list(BODY_PARTS),

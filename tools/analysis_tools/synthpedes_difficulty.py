@@ -1,10 +1,10 @@
-"""SynthPedes difficulty (issue 3): room left for part-level matching.
+"""SynthPedes difficulty: room left for part-level matching.
 
-Issue 3 asks SynthPedes to be hard enough that a global-embedding-only model
-trained with the quick-start recipe stays clearly below saturation on the
-``small`` test split, while caption attributes stay recoverable from the
-images (a model that matches parts does better). This script reads the
-ablation's recorded results (``benchmarks/results/ablation.json``, written by
+SynthPedes should be hard enough that a global-embedding-only model trained
+with the quick-start recipe stays clearly below saturation on the ``small``
+test split, while caption attributes stay recoverable from the images (a
+model that matches parts does better). This analysis reads the ablation's
+recorded results (``benchmarks/results/ablation.json``, written by
 ``benchmarks/ablation.py``; the ``global`` and ``full`` rows share one budget
 and seeds) and prints the statement with its numbers:
 
@@ -14,7 +14,7 @@ and seeds) and prints the statement with its numbers:
 - a verdict on each half: below saturation means R@1 at most
   ``--saturation`` (default 80), "does better" means a gain larger than the
   two rows' summed standard deviations;
-- when ``benchmarks/attribute_probe.py`` has written its result
+- when ``tools/analysis_tools/attribute_probe.py`` has written its result
   (``--attribute-probe``, default ``benchmarks/results/attribute_probe.json``),
   the direct check that caption attributes are recoverable from the images:
   the probe's mean per-attribute test accuracy against the majority-class
@@ -27,11 +27,9 @@ quick-start run of ``tools/train.py configs/tbps_synth.py --test``), read from
 MMEngine's test JSON.
 
 Example:
-    python benchmarks/synthpedes_difficulty.py
-    python benchmarks/synthpedes_difficulty.py \
+    python tools/analysis_tools/synthpedes_difficulty.py
+    python tools/analysis_tools/synthpedes_difficulty.py \
         --work-dirs quick-start=work_dirs/tbps_synth
-    python benchmarks/attribute_probe.py \
-        --out benchmarks/results/attribute_probe.json
 """
 
 import argparse
@@ -40,12 +38,24 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from _common import markdown_table
-from ablation import RESULTS, find_test_metrics
+from tbps_mm.engine import read_test_metrics
+from tbps_mm.evaluation import markdown_table
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+#: Where the benchmarks record their results.
+RESULTS = osp.join(REPO, 'benchmarks', 'results')
 
 
 def row_numbers(summary: Dict, row: str) -> Optional[Dict[str, tuple]]:
-    """``{metric: (mean, std, n)}`` of an ablation row, or None if absent."""
+    """``{metric: (mean, std, n)}`` of an ablation row, or None if absent.
+
+    Args:
+        summary (dict): The ablation summary JSON.
+        row (str): A row name (``'global'``, ``'full'``, ...).
+
+    Returns:
+        dict | None: Per metric key, its mean, std and number of seeds.
+    """
     stats = summary['rows'].get(row, {}).get('stats')
     if not stats:
         return None
@@ -55,7 +65,17 @@ def row_numbers(summary: Dict, row: str) -> Optional[Dict[str, tuple]]:
 def difficulty_statement(
     summary: Dict, saturation: float, extra: Dict[str, Dict[str, float]]
 ) -> List[str]:
-    """The issue-3 statement, as lines of text (table first)."""
+    """The difficulty statement, as lines of text (table first).
+
+    Args:
+        summary (dict): ``benchmarks/ablation.py``'s summary JSON.
+        saturation (float): R@1 (%) at or below which the global-only model
+            counts as below saturation.
+        extra (dict): Label -> test metrics of single runs to list.
+
+    Returns:
+        list[str]: The table, then one verdict line per half.
+    """
     rows = []
     for row, label in (('global', 'global-only'), ('full', 'full method')):
         numbers = row_numbers(summary, row)
@@ -107,7 +127,15 @@ def difficulty_statement(
 
 
 def attribute_statement(probe: Dict, summary: Dict) -> List[str]:
-    """The recoverability half from ``attribute_probe.py``'s result."""
+    """The recoverability half, from ``attribute_probe.py``'s result.
+
+    Args:
+        probe (dict): ``attribute_probe.py --out``'s JSON.
+        summary (dict): The ablation summary (for the global-only R@1).
+
+    Returns:
+        list[str]: Two lines: recognition, then retrieval.
+    """
     attrs = probe['per_attribute']
     accuracy = sum(a['accuracy'] for a in attrs.values()) / len(attrs)
     majority = sum(a['majority'] for a in attrs.values()) / len(attrs)
@@ -140,7 +168,7 @@ def attribute_statement(probe: Dict, summary: Dict) -> List[str]:
     return lines
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
         '--ablation',
@@ -150,7 +178,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--attribute-probe',
         default=osp.join(RESULTS, 'attribute_probe.json'),
-        help="benchmarks/attribute_probe.py's result JSON (skipped if absent)",
+        help="tools/analysis_tools/attribute_probe.py's result JSON (skipped if "
+        'absent)',
     )
     parser.add_argument(
         '--saturation',
@@ -185,8 +214,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not sep:
             print(f'error: --work-dirs entry {item!r} is not LABEL=WORK_DIR')
             return 2
-        extra[label] = find_test_metrics(work_dir)
-    print('SynthPedes small, test split (200 identities, 800 images, 1600 queries)\n')
+        extra[label] = read_test_metrics(work_dir)
+    print(f'SynthPedes, test split of the runs in {args.ablation}\n')
     lines = difficulty_statement(summary, args.saturation, extra)
     if osp.isfile(args.attribute_probe):
         with open(args.attribute_probe) as f:
@@ -194,7 +223,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         lines.append(
             f'no attribute probe result at {args.attribute_probe}: run '
-            'benchmarks/attribute_probe.py --out ' + args.attribute_probe
+            'tools/analysis_tools/attribute_probe.py --out ' + args.attribute_probe
         )
     for line in lines:
         print(line + '\n')

@@ -62,7 +62,7 @@ model = dict(
 test_pipeline = [
     dict(type='ImagePipeline', transforms=[
         dict(type='LoadImageFromFile'), dict(type='Resize', scale=(32, 96))]),
-    dict(type='CleanCaption'),
+    dict(type='NormalizeCaption'),
     dict(type='TokenizeCaption', tokenizer=tokenizer, max_length=16),
     dict(type='PackTBPSInputs'),
 ]

@@ -3,7 +3,7 @@
 # text encoder, both randomly initialised, K = 4 shared part queries,
 # SDM (coarse and fused) + ID + CMR (4 hardest negatives) + part diversity.
 #
-# Why a CNN and not the small ViT (partq_vit-small_synth.py): from scratch, on
+# Why a CNN and not the small ViT (configs/ablations/synth_vit.py): from scratch, on
 # 4,000 training images and a 15-minute CPU budget, the convolution's locality
 # prior learns colours and garments per body region several times faster
 # than patch attention (docs/benchmarks_accuracy.md, "Choosing the quick-start

@@ -13,7 +13,7 @@ from tbps_mm.apis import (
     IndexMismatchError,
     NotAnIndexError,
 )
-from tbps_mm.apis.gallery_index import default_nlist, default_nprobe
+from tbps_mm.apis.gallery_index import default_nlist, default_nprobe, default_pq_m
 
 DIM = 24
 
@@ -67,10 +67,12 @@ def test_flat_incremental_add_remove_equals_rebuild():
     assert incremental.search(vectors[10], 1)[1] == [[keys[10]]]
 
 
-def test_ivf_sq8_incremental_equals_rebuild_with_the_same_training():
+@pytest.mark.parametrize('index_type', ['ivf-sq8', 'ivf-pq-refine'])
+def test_ivf_incremental_equals_rebuild_with_the_same_training(index_type):
     vectors = unit_vectors(2000)
     keys = keys_of(2000)
-    index = GalleryIndex(DIM, 'ivf-sq8', nlist=16, nprobe=4)
+    knobs = dict(pq_m=12) if index_type == 'ivf-pq-refine' else {}
+    index = GalleryIndex(DIM, index_type, nlist=16, nprobe=4, **knobs)
     index.train(vectors[:1500])
     fresh = index.empty_like()  # same trained cells and quantiser ranges
     index.add(keys[:1200], vectors[:1200])
@@ -79,8 +81,17 @@ def test_ivf_sq8_incremental_equals_rebuild_with_the_same_training():
     index.remove(gone)
     kept = [i for i in range(2000) if not 100 <= i < 300]
     fresh.add([keys[i] for i in kept], vectors[kept])
-    assert index.describe() == 'ivf-sq8 (nlist 16, nprobe 4), 1800 vectors of 24 dims'
-    assert index.bytes_per_vector == DIM  # one byte per dimension
+    if index_type == 'ivf-sq8':
+        assert index.describe() == (
+            'ivf-sq8 (nlist 16, nprobe 4), 1800 vectors of 24 dims'
+        )
+        assert index.bytes_per_vector == DIM  # one byte per dimension
+    else:
+        assert index.describe() == (
+            'ivf-pq-refine (nlist 16, nprobe 4, pq_m 12, refine x10), 1800 '
+            'vectors of 24 dims'
+        )
+        assert index.bytes_per_vector == DIM + 6  # SQ8 copy + 12 4-bit codes
     queries = unit_vectors(12, seed=3)
     a_scores, a_keys = index.search(queries, 10)
     b_scores, b_keys = fresh.search(queries, 10)
@@ -121,6 +132,42 @@ def test_auto_becomes_ivf_past_the_threshold(monkeypatch):
     assert keys == [['img_00003.jpg'], ['img_00450.jpg']]
     assert GalleryIndex(DIM, expected_size=10**6).index_type == 'ivf-sq8'
     assert default_nlist(10**6) == 4000 and default_nlist(100) == 2
+    assert default_pq_m(1280) == 64 and default_pq_m(24) == 2
+
+
+def test_pq_refine_scores_candidates_from_the_sq8_copy():
+    vectors, queries = unit_vectors(3000), unit_vectors(20, seed=6)
+    exact = queries @ vectors.T
+    truth = np.argsort(-exact, 1)[:, :10]
+    recalls = {}
+    for refine_factor in (1, 10):
+        index = GalleryIndex(
+            DIM,
+            'ivf-pq-refine',
+            nlist=8,
+            nprobe=8,
+            pq_m=12,
+            refine_factor=refine_factor,
+        )
+        index.add(keys_of(3000), vectors)
+        scores, keys = index.search(queries, 10)
+        found = [[int(k[4:9]) for k in row] for row in keys]
+        recalls[refine_factor] = np.mean(
+            [len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]
+        )
+    # 4-bit codes of random vectors are coarse; re-scoring 10x the candidates
+    # from the 8-bit copy recovers the true top 10.
+    assert recalls[10] >= 0.9 and recalls[10] > recalls[1] + 0.2
+    # The scores are the SQ8 copy's: within 8-bit error of the exact ones.
+    np.testing.assert_allclose(
+        scores, np.take_along_axis(exact, np.array(found), 1), atol=0.02
+    )
+    assert (np.diff(scores, axis=1) <= 0).all()
+    with pytest.raises(ValueError, match='pq_m must divide dim 24'):
+        GalleryIndex(DIM, 'ivf-pq-refine', pq_m=5)
+    small = GalleryIndex(DIM, 'ivf-pq-refine', nlist=2)
+    with pytest.raises(ValueError, match='10 training vectors for 4-bit'):
+        small.add(keys_of(10), unit_vectors(10))
 
 
 def test_bad_input_is_named():
@@ -146,7 +193,7 @@ def test_bad_input_is_named():
         index.search(unit_vectors(1), 0)
 
 
-@pytest.mark.parametrize('index_type', ['flat', 'ivf-sq8'])
+@pytest.mark.parametrize('index_type', ['flat', 'ivf-sq8', 'ivf-pq-refine'])
 def test_save_load_round_trip(tmp_path, index_type):
     index = GalleryIndex(DIM, index_type, nlist=8, nprobe=3)
     index.add(keys_of(500), unit_vectors(500))

@@ -162,7 +162,7 @@ def test_search_index_reuse_update_and_rebuild(setup, capsys, tmp_path):
 
     # --add: a third folder joins the folders the index holds.
     third = tmp_path / 'third'
-    make_images(third, 3, start=20)
+    make_images(third, 8, start=20)
     code, out5, _ = run(
         setup,
         capsys,
@@ -175,9 +175,9 @@ def test_search_index_reuse_update_and_rebuild(setup, capsys, tmp_path):
         '--topk',
         20,
     )
-    assert code == 0 and 'index updated (+3 -0): 11 images' in out5
+    assert code == 0 and 'index updated (+8 -0): 16 images' in out5
     found = [line.split()[2] for line in result_lines(out5)]
-    assert len(found) == 11 and sum(str(third) in path for path in found) == 3
+    assert len(found) == 16 and sum(str(third) in path for path in found) == 8
     # --index-type: an exact index asked to be IVF is rebuilt as IVF.
     code, out6, _ = run(
         setup,
@@ -194,7 +194,30 @@ def test_search_index_reuse_update_and_rebuild(setup, capsys, tmp_path):
         QUERY,
     )
     assert code == 0, out6
-    assert 'index built: 11 images, ivf-sq8 (nlist 2, nprobe 2)' in out6
+    assert 'index built: 16 images, ivf-sq8 (nlist 2, nprobe 2)' in out6
+    code, out7, _ = run(
+        setup,
+        capsys,
+        '--index',
+        tmp_path / 'idx' / 'gallery.idx',
+        '--index-type',
+        'ivf-pq-refine',
+        '--nlist',
+        2,
+        '--pq-m',
+        8,
+        '--query',
+        QUERY,
+        '--topk',
+        16,
+    )
+    assert code == 0, out7
+    assert (
+        'index built: 16 images, ivf-pq-refine (nlist 2, nprobe 2, pq_m 8, '
+        'refine x10)' in out7
+    )
+    # Every cell visited and every image re-scored: the exact ranking's set.
+    assert sorted(line.split()[2] for line in result_lines(out7)) == sorted(found)
 
 
 def test_incremental_index_equals_a_rebuild(setup, tmp_path):

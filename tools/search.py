@@ -72,7 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--index-type',
         choices=('auto',) + INDEX_TYPES,
         default='auto',
-        help='exact search (flat), IVF with 8-bit codes (ivf-sq8), or by '
+        help='exact search (flat), IVF with 8-bit codes (ivf-sq8), IVF with '
+        '4-bit PQ codes re-scored from 8-bit ones (ivf-pq-refine), or by '
         'gallery size (auto: flat below 100,000 images); see docs/evaluation.md',
     )
     parser.add_argument(
@@ -80,6 +81,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         '--nprobe', type=int, help='IVF cells visited per query (default: nlist / 64)'
+    )
+    parser.add_argument(
+        '--pq-m',
+        type=int,
+        help='ivf-pq-refine: sub-quantisers (default: about one per 20 dims)',
+    )
+    parser.add_argument(
+        '--refine-factor',
+        type=int,
+        help='ivf-pq-refine: candidates re-scored per result (default: 10)',
     )
     parser.add_argument(
         '--rebuild-index', action='store_true', help='encode the images again'
@@ -124,10 +135,11 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
-    for name in ('nlist', 'nprobe'):
+    for name in ('nlist', 'nprobe', 'pq_m', 'refine_factor'):
         value = getattr(args, name)
         if value is not None and value < 1:
-            print(f'error: --{name} must be >= 1, got {value}', file=sys.stderr)
+            flag = '--' + name.replace('_', '-')
+            print(f'error: {flag} must be >= 1, got {value}', file=sys.stderr)
             return 2
     try:
         cfg = load_config(args.config, args.cfg_options)
@@ -142,6 +154,8 @@ def main(argv=None) -> int:
             index_type=args.index_type,
             nlist=args.nlist,
             nprobe=args.nprobe,
+            pq_m=args.pq_m,
+            refine_factor=args.refine_factor,
         )
     except (LaunchError, FileNotFoundError, ValueError, CheckpointMismatchError) as err:
         print(f'error: {err}', file=sys.stderr)

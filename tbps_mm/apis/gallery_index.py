@@ -21,18 +21,26 @@ Index types (``index_type``):
   adding millions of vectors does not compare each with every centroid.
   Needs training (k-means and the quantiser's ranges): :meth:`train`, or the
   first :meth:`add` trains on its own vectors.
+* ``'ivf-pq-refine'``: the same inverted file over 4-bit product-quantiser
+  codes (``IVF{nlist},PQ{pq_m}x4fs``, FAISS's SIMD "fast scan", ``pq_m / 2``
+  bytes per vector) finds ``refine_factor * topk`` candidates, which are then
+  re-scored from an 8-bit scalar-quantised copy of every vector
+  (``IndexScalarQuantizer``, one byte per dimension): scanning is cheaper
+  than with ``'ivf-sq8'``, the final scores are as precise, and the memory is
+  the SQ8 copy plus the PQ codes.
 * ``'auto'``: ``'flat'`` while the gallery holds fewer than
   :data:`AUTO_FLAT_MAX` vectors; past that, the next :meth:`add` converts
   the index to ``'ivf-sq8'``, trained on the exact vectors the flat index
   holds plus the new ones. ``expected_size`` makes the choice up front.
   ``nlist`` defaults to :func:`default_nlist` (``4 * sqrt(N)``) of the size
-  it is trained for, ``nprobe`` to :func:`default_nprobe`.
+  it is trained for, ``nprobe`` to :func:`default_nprobe`, ``pq_m`` to
+  :func:`default_pq_m`.
 
 Incremental updates: ``add`` encodes nothing and retrains nothing; it
 appends vectors under new ids; ``remove`` deletes ids. For ``'flat'`` the
 result is the index a rebuild from the same (key, vector) pairs gives: the
-same scores and, ties aside, the same ranking. For ``'ivf-sq8'`` the trained
-state (centroids and quantiser ranges) is kept, so the result equals a
+same scores and, ties aside, the same ranking. For the IVF types the trained
+state (centroids, quantiser ranges and codebooks) is kept, so the result equals a
 rebuild that reuses that trained state (:meth:`empty_like` then ``add``):
 every vector sits in the same cell with the same code, and searches return
 the same scores. A rebuild that *retrains* gives other cells and codes and
@@ -91,10 +99,11 @@ __all__ = [
     'NotAnIndexError',
     'default_nlist',
     'default_nprobe',
+    'default_pq_m',
 ]
 
 #: The index types :class:`GalleryIndex` builds (besides ``'auto'``).
-INDEX_TYPES = ('flat', 'ivf-sq8')
+INDEX_TYPES = ('flat', 'ivf-sq8', 'ivf-pq-refine')
 #: ``'auto'`` keeps an exact index below this many vectors.
 AUTO_FLAT_MAX = 100_000
 #: From this many cells on, IVF assigns vectors to cells through an HNSW
@@ -102,6 +111,8 @@ AUTO_FLAT_MAX = 100_000
 HNSW_QUANTIZER_MIN_NLIST = 4096
 #: k-means wants at least this many training vectors per cell.
 MIN_TRAIN_PER_LIST = 39
+#: Centroids of each 4-bit product sub-quantiser.
+PQ_CENTROIDS = 16
 
 FORMAT = 'tbps_mm-gallery-index'
 VERSION = 1
@@ -160,13 +171,35 @@ def default_nprobe(nlist: int) -> int:
     return max(1, min(nlist, max(16, nlist // 64)))
 
 
+def default_pq_m(dim: int) -> int:
+    """Sub-quantisers of ``'ivf-pq-refine'``: about one per 20 dimensions.
+
+    The even divisor of ``dim`` closest to ``dim / 20`` (FAISS's 4-bit fast
+    scan packs codes in pairs).
+
+    Args:
+        dim (int): Vector dimension.
+
+    Returns:
+        int: ``pq_m``; ``dim`` itself when no even divisor exists.
+
+    Example:
+        >>> default_pq_m(1280)
+        64
+    """
+    divisors = [m for m in range(2, dim + 1, 2) if dim % m == 0]
+    if not divisors:
+        return dim
+    return min(divisors, key=lambda m: (abs(m - dim / 20), m))
+
+
 class GalleryIndex:
     """A FAISS inner-product index over keyed vectors, saved and loaded safely.
 
     Args:
         dim (int): Vector dimension (``D * (1 + K)`` for fused vectors).
-        index_type (str): ``'auto'`` (default), ``'flat'`` or ``'ivf-sq8'``;
-            see the module docstring.
+        index_type (str): ``'auto'`` (default), ``'flat'``, ``'ivf-sq8'`` or
+            ``'ivf-pq-refine'``; see the module docstring.
         nlist (int, optional): IVF cells. Defaults to
             :func:`default_nlist` of the size trained for.
         nprobe (int, optional): IVF cells visited per query (a search-time
@@ -175,6 +208,10 @@ class GalleryIndex:
         expected_size (int, optional): The gallery size the caller expects;
             ``'auto'`` chooses the type from it and IVF sizes ``nlist`` for
             it instead of for the first batch.
+        pq_m (int, optional): ``'ivf-pq-refine'``: sub-quantisers (a divisor
+            of ``dim``). Defaults to :func:`default_pq_m`.
+        refine_factor (int): ``'ivf-pq-refine'``: candidates re-scored per
+            result wanted. Defaults to 10.
 
     Raises:
         ValueError: An unknown ``index_type`` or a non-positive knob.
@@ -194,6 +231,8 @@ class GalleryIndex:
         nlist: Optional[int] = None,
         nprobe: Optional[int] = None,
         expected_size: Optional[int] = None,
+        pq_m: Optional[int] = None,
+        refine_factor: int = 10,
     ) -> None:
         if int(dim) < 1:
             raise ValueError(f'dim must be >= 1, got {dim}')
@@ -206,6 +245,8 @@ class GalleryIndex:
             ('nlist', nlist),
             ('nprobe', nprobe),
             ('expected_size', expected_size),
+            ('pq_m', pq_m),
+            ('refine_factor', refine_factor),
         ):
             if value is not None and int(value) < 1:
                 raise ValueError(f'{name} must be >= 1, got {value}')
@@ -214,11 +255,17 @@ class GalleryIndex:
         self._nlist = None if nlist is None else int(nlist)
         self._nprobe = None if nprobe is None else int(nprobe)
         self.expected_size = None if expected_size is None else int(expected_size)
+        if pq_m is not None and int(dim) % int(pq_m):
+            raise ValueError(f'pq_m must divide dim {dim}, got {pq_m}')
+        self._pq_m = None if pq_m is None else int(pq_m)
+        self.refine_factor = int(refine_factor)
         # key -> FAISS id, in insertion order; and the reverse.
         self._ids: Dict[str, int] = {}
         self._keys: Dict[int, str] = {}
         self._next_id = 0
         self._faiss: Optional[faiss.Index] = None
+        # 'ivf-pq-refine': the SQ8 copy the candidates are re-scored from.
+        self._refine: Optional[faiss.Index] = None
         #: The metadata :meth:`load` read (empty for a new index).
         self.metadata: dict = {}
         self.index_type: Optional[str] = None
@@ -257,6 +304,13 @@ class GalleryIndex:
         return int(ivf.nlist) if ivf is not None else self._nlist
 
     @property
+    def pq_m(self) -> Optional[int]:
+        """``'ivf-pq-refine'`` sub-quantisers (None for the other types)."""
+        if self.index_type != 'ivf-pq-refine':
+            return None
+        return self._pq_m or default_pq_m(self.dim)
+
+    @property
     def nprobe(self) -> Optional[int]:
         """IVF cells visited per query (None for ``'flat'``)."""
         ivf = self._ivf()
@@ -274,7 +328,11 @@ class GalleryIndex:
         """Bytes one stored vector takes (codes only, ids aside)."""
         if self.index_type == 'flat':
             return 4 * self.dim
-        return int(self._ivf().code_size) if self._ivf() is not None else self.dim
+        if self._ivf() is None:
+            return self.dim
+        if self._refine is not None:
+            return int(self._ivf().code_size) + self.dim
+        return int(self._ivf().code_size)
 
     def describe(self) -> str:
         """A one-line summary, e.g. ``'ivf-sq8 (nlist 4000, nprobe 64), 1000000
@@ -282,6 +340,8 @@ class GalleryIndex:
         knobs = ''
         if self.index_type != 'flat':
             knobs = f' (nlist {self.nlist}, nprobe {self.nprobe})'
+        if self.index_type == 'ivf-pq-refine':
+            knobs = f'{knobs[:-1]}, pq_m {self.pq_m}, refine x{self.refine_factor})'
         return f'{self.index_type}{knobs}, {len(self)} vectors of {self.dim} dims'
 
     # ------------------------------------------------------------------ #
@@ -296,8 +356,18 @@ class GalleryIndex:
 
     def _new_ivf(self, nlist: int) -> faiss.Index:
         quantizer = '_HNSW32' if nlist >= HNSW_QUANTIZER_MIN_NLIST else ''
+        codes = 'SQ8'
+        if self.index_type == 'ivf-pq-refine':
+            codes = f'PQ{self.pq_m}x4fs'
         return faiss.index_factory(
-            self.dim, f'IVF{nlist}{quantizer},SQ8', faiss.METRIC_INNER_PRODUCT
+            self.dim, f'IVF{nlist}{quantizer},{codes}', faiss.METRIC_INNER_PRODUCT
+        )
+
+    def _new_refine(self) -> faiss.Index:
+        return faiss.IndexIDMap2(
+            faiss.IndexScalarQuantizer(
+                self.dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+            )
         )
 
     def _ivf(self) -> Optional[faiss.IndexIVF]:
@@ -360,8 +430,16 @@ class GalleryIndex:
                 f'least {nlist} (better {MIN_TRAIN_PER_LIST * nlist}) or a '
                 'smaller nlist'
             )
+        if self.index_type == 'ivf-pq-refine' and len(sample) < PQ_CENTROIDS:
+            raise ValueError(
+                f'{len(sample)} training vectors for 4-bit product quantisers: '
+                f'give at least {PQ_CENTROIDS}'
+            )
         index = self._new_ivf(nlist)
         index.train(sample)
+        if self.index_type == 'ivf-pq-refine':
+            self._refine = self._new_refine()
+            self._refine.train(sample)
         self._faiss = index
         self._apply_nprobe()
 
@@ -380,12 +458,17 @@ class GalleryIndex:
             nlist=self._nlist,
             nprobe=self._nprobe,
             expected_size=self.expected_size,
+            pq_m=self._pq_m,
+            refine_factor=self.refine_factor,
         )
         other.requested_type = self.requested_type
         if self._faiss is not None and self.index_type != 'flat':
             other._faiss = faiss.clone_index(self._faiss)
             other._faiss.reset()
             other._apply_nprobe()
+        if self._refine is not None:
+            other._refine = faiss.clone_index(self._refine)
+            other._refine.reset()
         return other
 
     def _flat_contents(self) -> Tuple[np.ndarray, np.ndarray]:
@@ -454,6 +537,8 @@ class GalleryIndex:
             self.train(vectors)
         ids = np.arange(self._next_id, self._next_id + len(keys), dtype=np.int64)
         self._faiss.add_with_ids(vectors, ids)
+        if self._refine is not None:
+            self._refine.add_with_ids(vectors, ids)
         self._next_id += len(keys)
         for key, faiss_id in zip(keys, ids.tolist()):
             self._ids[key] = faiss_id
@@ -473,9 +558,10 @@ class GalleryIndex:
             return 0
         for faiss_id in ids:
             del self._keys[faiss_id]
-        removed = self._faiss.remove_ids(
-            faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64))
-        )
+        selector = faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64))
+        removed = self._faiss.remove_ids(selector)
+        if self._refine is not None and self._refine.remove_ids(selector) != removed:
+            raise RuntimeError('FAISS removed other vectors from the SQ8 copy')
         if removed != len(ids):
             raise RuntimeError(
                 f'FAISS removed {removed} of {len(ids)} vectors: the id map and '
@@ -514,11 +600,32 @@ class GalleryIndex:
         if not len(self):
             raise ValueError('the index is empty: add vectors before searching')
         k = min(int(topk), len(self))
-        scores, ids = self._faiss.search(queries, k)
+        if self._refine is None:
+            scores, ids = self._faiss.search(queries, k)
+        else:
+            scores, ids = self._refined_search(queries, k)
         scores = scores.astype(np.float32)
         scores[ids < 0] = -np.inf
         keys = [[self._keys[i] for i in row if i >= 0] for row in ids.tolist()]
         return scores, keys
+
+    def _refined_search(
+        self, queries: np.ndarray, k: int
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """PQ candidates, re-scored from the SQ8 copy (``'ivf-pq-refine'``)."""
+        wanted = min(len(self), k * self.refine_factor)
+        _, candidates = self._faiss.search(queries, wanted)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, (query, found) in enumerate(zip(queries, candidates)):
+            found = found[found >= 0]
+            if not len(found):
+                continue
+            rescored = self._refine.reconstruct_batch(found) @ query
+            order = np.argsort(-rescored, kind='stable')[:k]
+            scores[row, : len(order)] = rescored[order]
+            ids[row, : len(order)] = found[order]
+        return scores, ids
 
     # ------------------------------------------------------------------ #
     # Persistence
@@ -533,6 +640,8 @@ class GalleryIndex:
             nlist=self._nlist,
             nprobe=self._nprobe,
             expected_size=self.expected_size,
+            pq_m=self._pq_m,
+            refine_factor=self.refine_factor,
             next_id=self._next_id,
             keys=list(self._ids),
             ids=list(self._ids.values()),
@@ -580,6 +689,8 @@ class GalleryIndex:
 
                 writer = faiss.PyCallbackIOWriter(write)
                 faiss.write_index(self._faiss, writer)
+                if self._refine is not None:
+                    faiss.write_index(self._refine, writer)
                 del writer  # flushes its buffer through ``write``
                 f.seek(0)
                 f.write(
@@ -663,7 +774,11 @@ class GalleryIndex:
                 )
             f.seek(start)
             try:
-                index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
+                reader = faiss.PyCallbackIOReader(f.read)
+                index = faiss.read_index(reader)
+                refine = None
+                if header['index_type'] == 'ivf-pq-refine':
+                    refine = faiss.read_index(reader)
             except RuntimeError as err:
                 raise CorruptIndexError(
                     f'index "{path}" is damaged: FAISS cannot read its payload '
@@ -676,6 +791,9 @@ class GalleryIndex:
         self._nlist = header['nlist']
         self._nprobe = header['nprobe']
         self.expected_size = header['expected_size']
+        self._pq_m = header.get('pq_m')
+        self.refine_factor = int(header.get('refine_factor') or 10)
+        self._refine = refine
         self._next_id = int(header['next_id'])
         self._ids = dict(zip(header['keys'], header['ids']))
         self._keys = {v: k for k, v in self._ids.items()}
@@ -685,6 +803,7 @@ class GalleryIndex:
             index.d != self.dim
             or index.ntotal != len(self._ids)
             or len(self._keys) != len(self._ids)
+            or (refine is not None and refine.ntotal != index.ntotal)
         ):
             raise CorruptIndexError(
                 f'index "{path}" is inconsistent: {index.ntotal} vectors of '

@@ -310,8 +310,7 @@ class TBPSInferencer:
     def _open_index(
         self,
         index_file: str,
-        index_type: str,
-        nlist: Optional[int],
+        options: dict,
         rebuild: bool,
     ) -> Tuple[Optional[GalleryIndex], List[str]]:
         """The index at ``index_file`` if it can be updated (else None, after
@@ -340,10 +339,13 @@ class TBPSInferencer:
             print_log(f'{err}: rebuilding it', logger='current', level=30)
             return None, folders
         why = ''
-        if index_type != 'auto' and index.index_type != index_type:
-            why = f'it is {index.index_type}, {index_type} was asked for'
-        elif nlist is not None and index.nlist is not None and index.nlist != nlist:
-            why = f'it has nlist {index.nlist}, {nlist} was asked for'
+        asked = options['index_type']
+        if asked != 'auto' and index.index_type != asked:
+            why = f'it is {index.index_type}, {asked} was asked for'
+        for name in ('nlist', 'pq_m'):
+            held, wanted = getattr(index, name), options[name]
+            if wanted is not None and held is not None and held != wanted:
+                why = f'it has {name} {held}, {wanted} was asked for'
         if why:
             print_log(f'Rebuilding the index "{index_file}": {why}', logger='current')
             return None, folders
@@ -359,6 +361,8 @@ class TBPSInferencer:
         index_type: str = 'auto',
         nlist: Optional[int] = None,
         nprobe: Optional[int] = None,
+        pq_m: Optional[int] = None,
+        refine_factor: Optional[int] = None,
     ) -> dict:
         """Make the gallery index of image folders searchable, encoding only
         what is not indexed yet.
@@ -385,6 +389,10 @@ class TBPSInferencer:
                 rebuilt; ``'auto'`` keeps whatever the index is.
             nlist (int, optional): IVF cells (a different value rebuilds).
             nprobe (int, optional): IVF cells visited per query.
+            pq_m (int, optional): ``'ivf-pq-refine'`` sub-quantisers (a
+                different value rebuilds).
+            refine_factor (int, optional): ``'ivf-pq-refine'`` candidates
+                re-scored per result.
 
         Returns:
             dict: ``num_images`` (searchable), ``added`` and ``removed``
@@ -414,7 +422,8 @@ class TBPSInferencer:
                 f'index file "{index_file}" does not exist: give the image folders'
             )
 
-        index, recorded = self._open_index(index_file, index_type, nlist, rebuild)
+        options = dict(index_type=index_type, nlist=nlist, pq_m=pq_m)
+        index, recorded = self._open_index(index_file, options, rebuild)
         folders = [osp.abspath(f) for f in image_dirs]
         if add or not image_dirs:
             folders = recorded + folders
@@ -447,9 +456,19 @@ class TBPSInferencer:
                 files.pop(key, None)
             if nprobe is not None:
                 index.nprobe = nprobe
+            if refine_factor is not None:
+                index.refine_factor = refine_factor
         todo = [p for p in listing if p not in files and p not in skipped]
         index, new_files, new_skipped = self._encode_into(
-            index, todo, len(listing), index_type, nlist, nprobe, batch_size
+            index,
+            todo,
+            batch_size,
+            dict(
+                options,
+                nprobe=nprobe,
+                refine_factor=refine_factor or 10,
+                expected_size=len(listing),
+            ),
         )
         files.update((p, listing[p]) for p in new_files)
         skipped.update((p, [*listing[p], why]) for p, why in new_skipped)
@@ -488,13 +507,11 @@ class TBPSInferencer:
         self,
         index: Optional[GalleryIndex],
         paths: List[str],
-        gallery_size: int,
-        index_type: str,
-        nlist: Optional[int],
-        nprobe: Optional[int],
         batch_size: Optional[int],
+        options: dict,
     ) -> Tuple[Optional[GalleryIndex], List[str], List[Tuple[str, str]]]:
-        """Encode ``paths`` and add them to ``index`` (a new one if None).
+        """Encode ``paths`` and add them to ``index`` (a new one, built with
+        ``GalleryIndex(dim, **options)``, if None).
 
         A new IVF index is trained on the first images encoded (enough for
         its cells) before any is added.
@@ -522,15 +539,10 @@ class TBPSInferencer:
             pending_keys.extend(p for p in batch if p not in bad)
             pending.append(self.fused(out))
             if index is None:
-                index = GalleryIndex(
-                    pending[0].shape[1],
-                    index_type,
-                    nlist=nlist,
-                    nprobe=nprobe,
-                    expected_size=gallery_size,
-                )
+                index = GalleryIndex(pending[0].shape[1], **options)
             if not index.is_trained:
-                needed = MIN_TRAIN_PER_LIST * (nlist or default_nlist(gallery_size))
+                nlist = options['nlist'] or default_nlist(options['expected_size'])
+                needed = MIN_TRAIN_PER_LIST * nlist
                 if len(pending_keys) < min(needed, len(paths)) and (
                     start + batch_size < len(paths)
                 ):

@@ -213,6 +213,9 @@ def test_save_load_round_trip(tmp_path, index_type):
     ]
     assert GalleryIndex.read_header(str(path))['index_type'] == index_type
     assert [p.name for p in path.parent.iterdir()] == ['gallery.idx']
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_other_model_corrupt_and_foreign_files_are_clear_errors(tmp_path):

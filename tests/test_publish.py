@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import os.path as osp
 import re
 
@@ -216,6 +217,9 @@ def test_publish_keeps_weights_drops_classifier_and_names_by_hash(tmp_path):
     assert result['sha256'][:8] in result['path']
     assert result['dropped'] == ['losses.id.classifier.weight']
     assert list(read_weights_file(result['path'])) == ['head.weight']
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(result['path']).st_mode & 0o777 == 0o666 & ~umask
     kept = publish_weights(str(src), str(tmp_path / 'full.pth'), drop_prefixes=())
     state = torch.load(kept['path'], weights_only=True)  # a plain state dict
     assert sorted(state) == ['head.weight', 'losses.id.classifier.weight']

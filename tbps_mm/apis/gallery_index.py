@@ -704,6 +704,7 @@ class GalleryIndex:
                 )
                 f.flush()
                 os.fsync(f.fileno())
+            _readable_like_a_new_file(tmp)
             os.replace(tmp, path)
         except BaseException:
             if osp.exists(tmp):
@@ -865,3 +866,10 @@ def _metadata_mismatch(stored: dict, expected: dict) -> List[str]:
         # Compared as JSON holds them (tuples come back as lists).
         if stored.get(name) != json.loads(json.dumps(value, default=str))
     ]
+
+
+def _readable_like_a_new_file(path: str) -> None:
+    """Give a ``mkstemp`` file (owner-only) the mode ``open()`` would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

@@ -384,9 +384,10 @@ class TBPSInferencer:
             batch_size (int, optional): Images per forward pass. Defaults to
                 the inferencer's ``batch_size``.
             rebuild (bool): Encode every image again.
-            index_type (str): ``'auto'``, ``'flat'`` or ``'ivf-sq8'`` (see
-                ``GalleryIndex``). An existing index of another type is
-                rebuilt; ``'auto'`` keeps whatever the index is.
+            index_type (str): ``'auto'``, ``'flat'``, ``'ivf-sq8'`` or
+                ``'ivf-pq-refine'`` (see ``GalleryIndex``). An existing index
+                of another type is rebuilt; ``'auto'`` keeps whatever the
+                index is.
             nlist (int, optional): IVF cells (a different value rebuilds).
             nprobe (int, optional): IVF cells visited per query.
             pq_m (int, optional): ``'ivf-pq-refine'`` sub-quantisers (a

@@ -506,8 +506,16 @@ def publish_weights(
         final = f'{root}-{sha[:8]}{ext}'
         if osp.exists(final):
             raise FileExistsError(f'output "{final}" exists; choose another name')
+        _readable_like_a_new_file(tmp)
         os.replace(tmp, final)
     finally:
         if osp.exists(tmp):
             os.remove(tmp)
     return dict(path=final, sha256=sha, num_tensors=len(kept), dropped=dropped)
+
+
+def _readable_like_a_new_file(path: str) -> None:
+    """Give a ``mkstemp`` file (owner-only) the mode ``open()`` would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

@@ -26,8 +26,8 @@ Index types (``index_type``):
   bytes per vector) finds ``refine_factor * topk`` candidates, which are then
   re-scored from an 8-bit scalar-quantised copy of every vector
   (``IndexScalarQuantizer``, one byte per dimension): scanning is cheaper
-  than with ``'ivf-sq8'``, the final scores are as precise, and the memory is
-  the SQ8 copy plus the PQ codes.
+  than with ``'ivf-sq8'``, the final scores come from the same 8-bit codes,
+  and the memory is the SQ8 copy plus the PQ codes.
 * ``'auto'``: ``'flat'`` while the gallery holds fewer than
   :data:`AUTO_FLAT_MAX` vectors; past that, the next :meth:`add` converts
   the index to ``'ivf-sq8'``, trained on the exact vectors the flat index
@@ -40,8 +40,8 @@ Incremental updates: ``add`` encodes nothing and retrains nothing; it
 appends vectors under new ids; ``remove`` deletes ids. For ``'flat'`` the
 result is the index a rebuild from the same (key, vector) pairs gives: the
 same scores and, ties aside, the same ranking. For the IVF types the trained
-state (centroids, quantiser ranges and codebooks) is kept, so the result equals a
-rebuild that reuses that trained state (:meth:`empty_like` then ``add``):
+state (centroids, quantiser ranges and codebooks) is kept, so the result
+equals a rebuild that reuses that trained state (:meth:`empty_like` then ``add``):
 every vector sits in the same cell with the same code, and searches return
 the same scores. A rebuild that *retrains* gives other cells and codes and
 the same recall on average, not the same lists.
@@ -57,7 +57,8 @@ temporary name in the same folder and moved into place with
     header    JSON: format, version, dim, index type, nlist, nprobe, keys,
               ids, the caller's metadata (model and pipeline fingerprints,
               folders, ...)
-    payload   the FAISS index as ``faiss.write_index`` streams it
+    payload   the FAISS index as ``faiss.write_index`` streams it (then,
+              for ``'ivf-pq-refine'``, its SQ8 copy)
 
 No pickle is involved. A file without the magic is not an index
 (:class:`NotAnIndexError`); a truncated or altered one fails its lengths or
@@ -72,8 +73,8 @@ Example:
     >>> scores, keys = index.search(np.eye(1, 4, dtype=np.float32), topk=1)
     >>> keys
     [['a.jpg']]
-    >>> index.save('gallery.tbpsidx', metadata=dict(model='abc'))
-    >>> GalleryIndex.load('gallery.tbpsidx', expected_metadata=dict(model='abc'))
+    >>> index.save('gallery.idx', metadata=dict(model='abc'))
+    >>> GalleryIndex.load('gallery.idx', expected_metadata=dict(model='abc'))
 """
 
 import json

@@ -343,6 +343,18 @@ def test_bad_input_messages(setup, capsys, tmp_path):
         setup, capsys, '--images', images, '--index', foreign, '--query', QUERY
     )
     assert code == 2 and 'is not a tbps_mm gallery index' in err
+    code, _, err = run(
+        setup,
+        capsys,
+        '--images',
+        images,
+        '--index',
+        foreign,
+        '--rebuild-index',
+        '--query',
+        QUERY,
+    )
+    assert code == 2 and 'is not a tbps_mm gallery index' in err
     assert foreign.read_text() == 'my notes'
 
     only_broken = tmp_path / 'broken'

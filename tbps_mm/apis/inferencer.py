@@ -322,22 +322,27 @@ class TBPSInferencer:
         """
         if not osp.exists(index_file):
             return None, []
-        try:
-            folders = GalleryIndex.read_header(index_file)['metadata'].get('folders')
-        except CorruptIndexError:
-            folders = None
-        folders = list(folders or [])
+
+        def recorded_folders() -> List[str]:
+            try:
+                header = GalleryIndex.read_header(index_file)
+            except CorruptIndexError:
+                return []
+            return list(header['metadata'].get('folders') or [])
+
         if rebuild:
+            folders = recorded_folders()  # raises NotAnIndexError first
             print_log(f'Rebuilding the index "{index_file}"', logger='current')
             return None, folders
         try:
             index = GalleryIndex.load(index_file, expected_metadata=self.fingerprints)
         except IndexMismatchError as err:
             print_log(f'{err}: rebuilding it', logger='current')
-            return None, folders
+            return None, recorded_folders()
         except CorruptIndexError as err:
             print_log(f'{err}: rebuilding it', logger='current', level=30)
-            return None, folders
+            return None, recorded_folders()
+        folders = list(index.metadata.get('folders') or [])
         why = ''
         asked = options['index_type']
         if asked != 'auto' and index.index_type != asked:

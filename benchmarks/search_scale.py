@@ -822,8 +822,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--time-budget',
         type=float,
         default=120.0,
-        help='seconds of timed searches per point (at least 20 queries); 0: no limit',
+        help='seconds of timed searches per point (at least --min-queries); '
+        '0: no limit',
     )
+    parser.add_argument('--min-queries', type=int, default=20)
     parser.add_argument(
         '--train-size',
         type=int,

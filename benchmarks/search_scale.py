@@ -440,9 +440,10 @@ def projected_ivf_sq8(sample: np.ndarray, rank: int, nlist: int):
     transform = _leading_directions(sample, rank)
     inner = faiss.index_factory(rank, f'IVF{nlist},SQ8', faiss.METRIC_INNER_PRODUCT)
     index = faiss.IndexPreTransform(transform, inner)
+    # the C++ index deletes its transform and sub-index (own_fields)
     index.own_fields = True
     inner.this.disown()
-    index.referenced_objects = [transform]
+    transform.this.disown()
     return index
 
 
@@ -936,45 +937,43 @@ def plot(records: List[Dict], path: str, title: str) -> None:
 
 
 def print_table(records: List[Dict]) -> None:
+    """The Markdown table of a run: one row per index type and nprobe."""
+    headers = [
+        'gallery',
+        'index',
+        'nprobe',
+        'build s',
+        'B / image',
+        'p50 ms (wall)',
+        'p95 ms (wall)',
+        'p50 ms (CPU)',
+        'recall@10',
+        'R@1 in gallery',
+        'test R@1',
+        'test mAP',
+    ]
     rows = []
     for r in records:
         if r['status'] != 'ok':
-            rows.append(
-                [r['gallery'], r['index'], '', r['status'], '', '', '', '', '', '']
-            )
+            rows.append([f'{r["gallery"]:,}', r['index'], '', r['status']] + [''] * 8)
             continue
         rows.append(
             [
-                r['gallery'],
-                r['index'],
+                f'{r["gallery"]:,}',
+                f'`{r["index"]}`',
                 r['nprobe'] or '',
                 f'{r["build_s"]:.0f}',
-                f'{r["bytes_per_image"]:.0f}',
+                f'{r["bytes_per_image"]:,.0f}',
                 f'{r["p50_ms"]:.1f}',
                 f'{r["p95_ms"]:.1f}',
+                f'{r["cpu_p50_ms"]:.1f}' if 'cpu_p50_ms' in r else '',
                 f'{r["recall_at_10"]:.4f}',
+                f'{r["r1_in_gallery"]:.1f}',
                 f'{r["test_split_R1"]:.2f}',
                 f'{r["test_split_mAP"]:.2f}',
             ]
         )
-    print(
-        markdown_table(
-            [
-                'gallery',
-                'index',
-                'nprobe',
-                'build s',
-                'B/img',
-                'p50 ms',
-                'p95 ms',
-                'recall@10',
-                'test R1',
-                'test mAP',
-            ],
-            rows,
-            align='llrrrrrrrr',
-        )
-    )
+    print(markdown_table(headers, rows, align='llr' + 'r' * 9))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

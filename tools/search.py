@@ -1,19 +1,26 @@
-"""Search a folder of images with a text description.
+"""Search folders of images with a text description.
 
-``python tools/search.py CONFIG CHECKPOINT --images DIR --query "..."``
+``python tools/search.py CONFIG CHECKPOINT --images DIR [DIR ...] --query "..."``
 
-The folder is encoded once into an index file (rebuilt automatically when the
-images, the checkpoint or the config change); each search then costs one
-caption encoding. Prints the top-k paths and scores; ``--out`` draws them
-under the query; ``--explain`` also draws, for the best match, each part
-query's attention over the image and over the query's words.
+The folders are encoded once into a gallery index file (a FAISS index; see
+``tbps_mm.apis.GalleryIndex``). Later runs encode only images that are new or
+changed and drop those that are gone; another checkpoint or config rebuilds
+it. ``--add DIR`` adds a folder to the folders an existing index holds.
+Each search then costs one caption encoding and one index lookup. Prints the
+top-k paths and scores; ``--out`` draws them under the query; ``--explain``
+also draws, for the best match, each part query's attention over the image
+and over the query's words.
 
 Examples:
     python tools/search.py configs/tbps_synth.py tbps_synth.safetensors \\
         --images my_photos --query "a woman in a red coat" --topk 5
     python tools/search.py configs/tbps_synth.py tbps_synth.safetensors \\
-        --images my_photos --query "a man with a black backpack" \\
+        --images cam1 cam2 --index gallery.idx --query "a man with a black backpack" \\
         --out result.png --explain
+    python tools/search.py configs/tbps_synth.py tbps_synth.safetensors \\
+        --index gallery.idx --add cam3 --query "a girl in a yellow dress"
+    python tools/search.py configs/tbps_synth.py tbps_synth.safetensors \\
+        --images city_day --index-type ivf-sq8 --nprobe 64 --query "..."
 """
 
 import argparse
@@ -24,6 +31,7 @@ from mmengine.config import DictAction
 
 import tbps_mm  # noqa: F401  (registers every component)
 from tbps_mm.apis import TBPSInferencer
+from tbps_mm.apis.gallery_index import INDEX_TYPES
 from tbps_mm.engine import LaunchError, load_config
 from tbps_mm.models.checkpoint import CheckpointMismatchError
 from tbps_mm.visualization import draw_ranked_list
@@ -37,13 +45,52 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         'checkpoint', help='weights-only checkpoint (.safetensors or state dict)'
     )
-    parser.add_argument('--images', required=True, help='folder of images')
+    parser.add_argument(
+        '--images',
+        nargs='+',
+        default=[],
+        metavar='DIR',
+        help='the image folders to search (the gallery is exactly these); '
+        'may be left out with --index of an existing index',
+    )
+    parser.add_argument(
+        '--add',
+        nargs='+',
+        default=[],
+        metavar='DIR',
+        help='add these folders to those the index already holds',
+    )
     parser.add_argument('--query', required=True, help='description of the person')
     parser.add_argument('--topk', type=int, default=10, help='results to show')
     parser.add_argument('--out', help='draw the results into this image file')
     parser.add_argument(
         '--index',
-        help='index file (default: .tbps_mm_index.npz inside the image folder)',
+        help='gallery index file (default: .tbps_mm_gallery.idx inside the '
+        'first image folder)',
+    )
+    parser.add_argument(
+        '--index-type',
+        choices=('auto',) + INDEX_TYPES,
+        default='auto',
+        help='exact search (flat), IVF with 8-bit codes (ivf-sq8), IVF with '
+        '4-bit PQ codes re-scored from 8-bit ones (ivf-pq-refine), or by '
+        'gallery size (auto: flat below 100,000 images); see docs/evaluation.md',
+    )
+    parser.add_argument(
+        '--nlist', type=int, help='IVF cells (default: 4 * sqrt(gallery size))'
+    )
+    parser.add_argument(
+        '--nprobe', type=int, help='IVF cells visited per query (default: nlist / 64)'
+    )
+    parser.add_argument(
+        '--pq-m',
+        type=int,
+        help='ivf-pq-refine: sub-quantisers (default: about one per 20 dims)',
+    )
+    parser.add_argument(
+        '--refine-factor',
+        type=int,
+        help='ivf-pq-refine: candidates re-scored per result (default: 10)',
     )
     parser.add_argument(
         '--rebuild-index', action='store_true', help='encode the images again'
@@ -81,19 +128,48 @@ def main(argv=None) -> int:
     if not args.query.strip():
         print('error: the query is empty: describe the person to find', file=sys.stderr)
         return 2
+    if not (args.images or args.add or args.index):
+        print(
+            'error: give the image folders (--images DIR ...) or an existing '
+            'index (--index FILE)',
+            file=sys.stderr,
+        )
+        return 2
+    for name in ('nlist', 'nprobe', 'pq_m', 'refine_factor'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            flag = '--' + name.replace('_', '-')
+            print(f'error: {flag} must be >= 1, got {value}', file=sys.stderr)
+            return 2
     try:
         cfg = load_config(args.config, args.cfg_options)
         inferencer = TBPSInferencer(
             cfg, args.checkpoint, device=args.device, batch_size=args.batch_size
         )
         summary = inferencer.index(
-            args.images, index_file=args.index, rebuild=args.rebuild_index
+            args.images,
+            index_file=args.index,
+            add=args.add,
+            rebuild=args.rebuild_index,
+            index_type=args.index_type,
+            nlist=args.nlist,
+            nprobe=args.nprobe,
+            pq_m=args.pq_m,
+            refine_factor=args.refine_factor,
         )
     except (LaunchError, FileNotFoundError, ValueError, CheckpointMismatchError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    action = 'loaded' if summary['loaded'] else 'built'
-    print(f'index {action}: {summary["num_images"]} images ({summary["index_file"]})')
+    if not summary['loaded']:
+        action = 'built'
+    elif summary['added'] or summary['removed']:
+        action = f'updated (+{summary["added"]} -{summary["removed"]})'
+    else:
+        action = 'loaded'
+    print(
+        f'index {action}: {summary["num_images"]} images, {summary["index"]} '
+        f'({summary["index_file"]})'
+    )
     if summary['skipped']:
         print(f'skipped {len(summary["skipped"])} unreadable image(s):')
         for name, reason in summary['skipped']:

@@ -7,10 +7,16 @@ Examples:
     python tools/train.py configs/tbps_cuhk.py --resume work_dirs/cuhk/epoch_10.pth
     bash tools/dist_train.sh configs/tbps_cuhk.py 4  # 4 GPUs (or CPU processes)
     bash tools/dist_train.sh configs/tbps_cuhk.py 4 --auto-scale-lr
+
+At the end it prints the commands that publish the best (else the last)
+checkpoint, evaluate the published file and search images with it.
 """
 
 import argparse
 import sys
+from typing import Optional
+
+from mmengine.dist import is_main_process
 
 import tbps_mm  # noqa: F401  (registers every component)
 from tbps_mm.engine import (
@@ -92,6 +98,40 @@ def merge_args(cfg, args):
     return cfg
 
 
+def trained_checkpoint(runner) -> Optional[str]:
+    """The best checkpoint the run kept (``save_best``), else its last one."""
+    for key in ('best_ckpt', 'last_ckpt'):
+        path = runner.message_hub.get_info(key)
+        if path and osp.isfile(path):
+            return path
+    return None
+
+
+def next_steps(config: str, checkpoint: str, work_dir: str) -> str:
+    """The publish, test and search commands for a trained checkpoint."""
+
+    def short(path: str) -> str:
+        relative = osp.relpath(path)
+        return path if relative.startswith('..') else relative
+
+    checkpoint, work_dir = short(checkpoint), short(work_dir)
+    stem = osp.splitext(osp.basename(config))[0]
+    published = osp.join(work_dir, f'{stem}-<sha256[:8]>.safetensors')
+    return '\n'.join(
+        [
+            f'Trained checkpoint: {checkpoint}. Next steps:',
+            '  1. publish (weights only, named with its SHA-256 prefix):',
+            '     python tools/model_converters/publish_model.py '
+            f'{checkpoint} {osp.join(work_dir, stem + ".safetensors")}',
+            '  2. evaluate the published file (the name step 1 prints):',
+            f'     python tools/test.py {config} {published}',
+            '  3. search your images with it:',
+            f'     python tools/search.py {config} {published} '
+            '--images DIR --query "a woman in a red coat"',
+        ]
+    )
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -106,6 +146,9 @@ def main(argv=None) -> int:
         runner.train()
         if args.test:
             runner.test()
+        checkpoint = trained_checkpoint(runner)
+        if checkpoint and is_main_process():
+            print(next_steps(args.config, checkpoint, runner.work_dir))
     finally:
         teardown_distributed()
     return 0

@@ -1,5 +1,21 @@
-"""High-level APIs: index an image folder and search it with text."""
+"""High-level APIs: index image folders and search them with text."""
 
+from .gallery_index import (
+    CorruptIndexError,
+    GalleryIndex,
+    GalleryIndexError,
+    IndexMismatchError,
+    NotAnIndexError,
+)
 from .inferencer import DEFAULT_INDEX_NAME, IMAGE_EXTENSIONS, TBPSInferencer
 
-__all__ = ['TBPSInferencer', 'IMAGE_EXTENSIONS', 'DEFAULT_INDEX_NAME']
+__all__ = [
+    'CorruptIndexError',
+    'DEFAULT_INDEX_NAME',
+    'GalleryIndex',
+    'GalleryIndexError',
+    'IMAGE_EXTENSIONS',
+    'IndexMismatchError',
+    'NotAnIndexError',
+    'TBPSInferencer',
+]

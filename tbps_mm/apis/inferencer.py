@@ -1,20 +1,31 @@
-"""``TBPSInferencer``: search your own image folder with free text.
+"""``TBPSInferencer``: search your own image folders with free text.
 
 It owns the user-facing inference path: build a TBPS model from a config and
 a *weights-only* checkpoint (read safely: safetensors or
 ``torch.load(weights_only=True)``, through the model package's
-``load_tbps_weights``, which names every key that does not fit), encode a
-folder of images once into an index file, answer text queries with ranked
-paths and scores, and explain a match part by part.
+``load_tbps_weights``, which names every key that does not fit), encode
+image folders into a :class:`~tbps_mm.apis.gallery_index.GalleryIndex`,
+answer text queries with ranked paths and scores, and explain a match part
+by part. :meth:`TBPSInferencer.encode_images` and
+:meth:`TBPSInferencer.encode_text` are the only places that run the model.
 
-The index file (``.npz``, read with ``allow_pickle=False``) holds the coarse
-and part embeddings of every readable image and a JSON header whose key is a
-hash of the folder's file list (relative paths, sizes, modification times),
-of the checkpoint's bytes and of the model and test-pipeline config. A change
-to any of them rebuilds the index. It is written to a temporary file in the
-same folder and moved into place with ``os.replace``, so a crash never leaves
-a partial index behind. Images that cannot be read are skipped, counted and
-named in the log and in the index header.
+Each image is stored as its fused vector
+(:func:`tbps_mm.fused_score.fused_vector` with the model's
+``fusion_weight``), and a query is searched with its own fused vector, so the
+inner product the index ranks by is the model's test-time score: with the
+exact (``'flat'``) index, search ranks as ``TBPSRetrievalMetric`` does.
+
+The index file (by default ``.tbps_mm_gallery.idx`` inside the first folder)
+records the model fingerprint (checkpoint bytes and model config), the
+pipeline fingerprint (the test pipeline config), the folders and each
+image's size and modification time. :meth:`TBPSInferencer.index` brings it
+up to date incrementally: new or changed images are encoded and added,
+images that are gone (or whose folder left the gallery) are removed, and
+nothing else is encoded again. Another model or pipeline, a damaged file, or
+another index type than the one asked for rebuilds the index from the
+images; a file that is not a tbps_mm index at all is an error (it is never
+overwritten). Images that cannot be read are skipped, counted and named in
+the log and in the index (and retried only when they change).
 
 Image and caption pre-processing is the config's ``test_dataloader`` pipeline
 (built through ``tbps_mm.registry.TRANSFORMS``), batched with MMEngine's
@@ -26,17 +37,15 @@ exactly what evaluation sees. Encoding runs on the model, or, with
 Example:
     >>> inferencer = TBPSInferencer('configs/tbps_synth.py',
     ...                             'tbps_synth.safetensors')
-    >>> inferencer.index('my_photos/')
+    >>> inferencer.index(['cam1/', 'cam2/'])
     >>> inferencer('a woman in a red coat with a black backpack', topk=5)
-    [('my_photos/cam1/0042.jpg', 1.53), ...]
+    [('/data/cam1/0042.jpg', 1.53), ...]
 """
 
 import hashlib
 import json
 import os
 import os.path as osp
-import tempfile
-import zipfile
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -46,6 +55,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.logging import print_log
 from tqdm import tqdm
 
+from tbps_mm.fused_score import fused_vector
 from tbps_mm.models.checkpoint import (
     INFERENCE_IGNORED_PREFIXES,
     file_sha256,
@@ -54,16 +64,34 @@ from tbps_mm.models.checkpoint import (
 from tbps_mm.registry import MODELS, TRANSFORMS
 from tbps_mm.visualization import draw_part_explanation
 
+from .gallery_index import (
+    MIN_TRAIN_PER_LIST,
+    CorruptIndexError,
+    GalleryIndex,
+    IndexMismatchError,
+    default_nlist,
+)
+
 __all__ = ['TBPSInferencer', 'IMAGE_EXTENSIONS', 'DEFAULT_INDEX_NAME']
 
 #: File extensions (lower case) that :meth:`TBPSInferencer.index` encodes.
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm')
-#: Index file name used inside the image folder when none is given.
-DEFAULT_INDEX_NAME = '.tbps_mm_index.npz'
-INDEX_FORMAT = 'tbps_mm-image-index'
-INDEX_VERSION = 1
 #: What can encode images and captions (the ``backend`` argument).
 BACKENDS = ('pytorch', 'onnxruntime')
+#: Index file name used inside the (first) image folder when none is given.
+DEFAULT_INDEX_NAME = '.tbps_mm_gallery.idx'
+
+
+def _fingerprint(value) -> str:
+    return hashlib.sha256(
+        json.dumps(value, sort_keys=True, default=str).encode()
+    ).hexdigest()
+
+
+def _as_list(value: Union[None, str, Sequence[str]]) -> List[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, (str, os.PathLike)) else list(value)
 
 
 def _find_pipeline(cfg: Config, source: str) -> list:
@@ -110,7 +138,8 @@ class TBPSInferencer:
 
     Example:
         >>> inferencer = TBPSInferencer(cfg, 'model.safetensors', device='cuda')
-        >>> summary = inferencer.index('gallery/', index_file='gallery.npz')
+        >>> summary = inferencer.index(['cam1/', 'cam2/'],
+        ...                            index_file='gallery.idx')
         >>> results = inferencer.search('a man with a blue backpack', topk=10)
         >>> explanation = inferencer.explain('a man with a blue backpack',
         ...                                  results[0][0])
@@ -167,22 +196,24 @@ class TBPSInferencer:
         self.model.to(self.device).eval()
         self.checkpoint_sha256 = file_sha256(checkpoint)
         self.encoder = self._build_encoder(backend, onnx_dir)
-        self.model_key = hashlib.sha256(
-            json.dumps(
-                dict(
-                    checkpoint=self.checkpoint_sha256,
-                    model=config.model.to_dict()
-                    if hasattr(config.model, 'to_dict')
-                    else config.model,
-                    pipeline=pipeline_cfg,
-                ),
-                sort_keys=True,
-                default=str,
-            ).encode()
-        ).hexdigest()
+        self.fusion_weight = float(getattr(self.model, 'fusion_weight', 0.0))
+        model_cfg = config.model
+        if hasattr(model_cfg, 'to_dict'):
+            model_cfg = model_cfg.to_dict()
+        #: What an index must have been built with to be reused.
+        self.fingerprints = dict(
+            model=_fingerprint(
+                dict(checkpoint=self.checkpoint_sha256, model=model_cfg)
+            ),
+            pipeline=_fingerprint(pipeline_cfg),
+        )
+        #: The searchable gallery (set by :meth:`index` or :meth:`set_gallery`).
+        self.gallery: Optional[GalleryIndex] = None
 
-        self.paths: List[str] = []
-        self._gallery: Optional[Dict[str, torch.Tensor]] = None
+    @property
+    def paths(self) -> List[str]:
+        """The searchable images (keys of the gallery), in the order added."""
+        return self.gallery.keys if self.gallery is not None else []
 
     # ------------------------------------------------------------------ #
     # Encoding
@@ -217,21 +248,51 @@ class TBPSInferencer:
         return batch['inputs']
 
     @torch.no_grad()
-    def encode_images(self, paths: Sequence[str]) -> Dict[str, torch.Tensor]:
-        """Encode images (all must be readable).
+    def encode_images(
+        self, paths: Sequence[str], skipped: Optional[list] = None
+    ) -> Optional[Dict[str, torch.Tensor]]:
+        """Encode images.
 
         Args:
             paths (Sequence[str]): Image files.
+            skipped (list, optional): When given, images that cannot be read
+                are left out and ``(path, reason)`` appended here; the rows
+                returned follow the readable paths in order. When None, an
+                unreadable image raises.
 
         Returns:
-            dict: ``embed`` (B, D), ``part_embeds`` (B, K, D), ``attn``
-            (B, K, N) and ``attn_hw``, as ``TBPSRetriever.encode_image``.
+            dict | None: ``embed`` (B, D), ``part_embeds`` (B, K, D),
+            ``attn`` (B, K, N) and ``attn_hw``, as
+            ``TBPSRetriever.encode_image``; None when ``skipped`` is given
+            and no image was readable.
         """
-        items = [
-            self._prepare(dict(img_path=p, modality='image', sample_idx=i))
-            for i, p in enumerate(paths)
-        ]
+        items = []
+        for i, path in enumerate(paths):
+            item = dict(img_path=path, modality='image', sample_idx=i)
+            if skipped is None:
+                items.append(self._prepare(item))
+                continue
+            try:
+                items.append(self._prepare(item))
+            except Exception as err:  # noqa: BLE001 - user files: skip, count, name
+                skipped.append((path, f'{type(err).__name__}: {err}'))
+        if not items:
+            return None
         return self.encoder.encode_image(self._forward(items)['images'])
+
+    def fused(self, out: Dict[str, torch.Tensor]) -> np.ndarray:
+        """The fused vectors of :meth:`encode_images` / :meth:`encode_text`
+        output, as the gallery index stores and searches them.
+
+        Args:
+            out (dict): ``embed`` (B, D) and ``part_embeds`` (B, K, D).
+
+        Returns:
+            np.ndarray: (B, D * (1 + K)) float32 (``(B, D)`` when K = 0 or
+            ``fusion_weight`` = 0).
+        """
+        vectors = fused_vector(out['embed'], out['part_embeds'], self.fusion_weight)
+        return vectors.float().cpu().numpy()
 
     @torch.no_grad()
     def encode_text(self, query: str) -> Tuple[Dict[str, torch.Tensor], dict]:
@@ -257,7 +318,7 @@ class TBPSInferencer:
         return self.encoder.encode_text(inputs['text_ids'], inputs['text_mask']), inputs
 
     # ------------------------------------------------------------------ #
-    # Index
+    # Gallery index
     # ------------------------------------------------------------------ #
     @staticmethod
     def list_images(image_dir: str) -> List[str]:
@@ -270,224 +331,307 @@ class TBPSInferencer:
                     found.append(osp.relpath(osp.join(root, name), image_dir))
         return sorted(found)
 
-    def _folder_key(self, image_dir: str, files: List[str]) -> str:
-        listing = []
-        for rel in files:
-            stat = os.stat(osp.join(image_dir, rel))
-            listing.append([rel, stat.st_size, stat.st_mtime_ns])
-        return hashlib.sha256(
-            json.dumps(dict(files=listing, model=self.model_key)).encode()
-        ).hexdigest()
+    def _listing(self, folders: List[str]) -> Dict[str, List[int]]:
+        """Absolute image path -> [size, mtime_ns] over ``folders``."""
+        listing: Dict[str, List[int]] = {}
+        for folder in folders:
+            files = self.list_images(folder)
+            if not files:
+                raise ValueError(
+                    f'image folder "{folder}" holds no images (looked recursively '
+                    f'for {", ".join(IMAGE_EXTENSIONS)})'
+                )
+            for rel in files:
+                path = osp.join(folder, rel)
+                stat = os.stat(path)
+                listing[path] = [stat.st_size, stat.st_mtime_ns]
+        return listing
+
+    def _open_index(
+        self,
+        index_file: str,
+        options: dict,
+        rebuild: bool,
+    ) -> Tuple[Optional[GalleryIndex], List[str]]:
+        """The index at ``index_file`` if it can be updated (else None, after
+        logging why), and the folders it records.
+
+        Raises:
+            NotAnIndexError: ``index_file`` exists and is not a tbps_mm
+                gallery index: it is never overwritten.
+        """
+        if not osp.exists(index_file):
+            return None, []
+
+        def recorded_folders() -> List[str]:
+            try:
+                header = GalleryIndex.read_header(index_file)
+            except CorruptIndexError:
+                return []
+            return list(header['metadata'].get('folders') or [])
+
+        if rebuild:
+            folders = recorded_folders()  # raises NotAnIndexError first
+            print_log(f'Rebuilding the index "{index_file}"', logger='current')
+            return None, folders
+        try:
+            index = GalleryIndex.load(index_file, expected_metadata=self.fingerprints)
+        except IndexMismatchError as err:
+            print_log(f'{err}: rebuilding it', logger='current')
+            return None, recorded_folders()
+        except CorruptIndexError as err:
+            print_log(f'{err}: rebuilding it', logger='current', level=30)
+            return None, recorded_folders()
+        folders = list(index.metadata.get('folders') or [])
+        why = ''
+        asked = options['index_type']
+        if asked != 'auto' and index.index_type != asked:
+            why = f'it is {index.index_type}, {asked} was asked for'
+        for name in ('nlist', 'pq_m'):
+            held, wanted = getattr(index, name), options[name]
+            if wanted is not None and held is not None and held != wanted:
+                why = f'it has {name} {held}, {wanted} was asked for'
+        if why:
+            print_log(f'Rebuilding the index "{index_file}": {why}', logger='current')
+            return None, folders
+        return index, folders
 
     def index(
         self,
-        image_dir: str,
+        image_dirs: Union[None, str, Sequence[str]] = None,
         index_file: Optional[str] = None,
+        add: Union[None, str, Sequence[str]] = None,
         batch_size: Optional[int] = None,
         rebuild: bool = False,
+        index_type: str = 'auto',
+        nlist: Optional[int] = None,
+        nprobe: Optional[int] = None,
+        pq_m: Optional[int] = None,
+        refine_factor: Optional[int] = None,
     ) -> dict:
-        """Encode every image of a folder once, or load its up-to-date index.
+        """Make the gallery index of image folders searchable, encoding only
+        what is not indexed yet.
+
+        The gallery is ``image_dirs`` when only they are given; with ``add``,
+        the folders already in the index file plus ``image_dirs`` plus
+        ``add``; with neither, the folders in the index file. Images new to
+        the index (or changed since) are encoded and added; images no longer
+        in those folders are removed; the result equals a rebuild from
+        scratch (exactly for ``'flat'``; see ``GalleryIndex`` for IVF).
 
         Args:
-            image_dir (str): The folder (searched recursively for
-                :data:`IMAGE_EXTENSIONS`).
+            image_dirs (str | Sequence[str], optional): The folders (searched
+                recursively for :data:`IMAGE_EXTENSIONS`).
             index_file (str, optional): Where the index lives. Defaults to
-                ``<image_dir>/.tbps_mm_index.npz``.
+                ``<first folder>/.tbps_mm_gallery.idx``.
+            add (str | Sequence[str], optional): Folders to add to those the
+                index already holds.
             batch_size (int, optional): Images per forward pass. Defaults to
                 the inferencer's ``batch_size``.
-            rebuild (bool): Encode again even if the index is up to date.
+            rebuild (bool): Encode every image again.
+            index_type (str): ``'auto'``, ``'flat'``, ``'ivf-sq8'`` or
+                ``'ivf-pq-refine'`` (see ``GalleryIndex``). An existing index
+                of another type is rebuilt; ``'auto'`` keeps whatever the
+                index is.
+            nlist (int, optional): IVF cells (a different value rebuilds).
+            nprobe (int, optional): IVF cells visited per query.
+            pq_m (int, optional): ``'ivf-pq-refine'`` sub-quantisers (a
+                different value rebuilds).
+            refine_factor (int, optional): ``'ivf-pq-refine'`` candidates
+                re-scored per result.
 
         Returns:
-            dict: ``num_images`` (indexed), ``skipped`` (list of
-            ``(relative path, reason)``), ``loaded`` (True when an existing
-            index was reused) and ``index_file``.
+            dict: ``num_images`` (searchable), ``added`` and ``removed``
+            (this call), ``skipped`` (``(path, reason)`` of every unreadable
+            image), ``loaded`` (True when an existing index file was
+            reused, possibly updated), ``index_file`` and ``index``
+            (``GalleryIndex.describe()``).
 
         Raises:
-            FileNotFoundError: ``image_dir`` is not a folder.
-            ValueError: The folder holds no image, or none is readable.
+            FileNotFoundError: A folder does not exist, or no folder is given
+                and ``index_file`` does not exist.
+            ValueError: A folder holds no image, none is readable, or
+                ``index_file`` is not a tbps_mm gallery index (it is left
+                untouched).
         """
-        if not osp.isdir(image_dir):
-            raise FileNotFoundError(f'image folder "{image_dir}" does not exist')
-        image_dir = osp.abspath(image_dir)
-        files = self.list_images(image_dir)
-        if not files:
-            raise ValueError(
-                f'image folder "{image_dir}" holds no images (looked recursively '
-                f'for {", ".join(IMAGE_EXTENSIONS)})'
+        image_dirs, add = _as_list(image_dirs), _as_list(add)
+        for folder in image_dirs + add:
+            if not osp.isdir(folder):
+                raise FileNotFoundError(f'image folder "{folder}" does not exist')
+        if index_file is None:
+            if not (image_dirs or add):
+                raise ValueError('give the image folders to index or an index file')
+            index_file = osp.join((image_dirs or add)[0], DEFAULT_INDEX_NAME)
+        index_file = osp.abspath(index_file)
+        if not (image_dirs or add or osp.isfile(index_file)):
+            raise FileNotFoundError(
+                f'index file "{index_file}" does not exist: give the image folders'
             )
-        index_file = osp.abspath(index_file or osp.join(image_dir, DEFAULT_INDEX_NAME))
-        key = self._folder_key(image_dir, files)
 
-        cached = None if rebuild else self._read_index(index_file, key)
-        if cached is not None:
-            embed, parts, meta = cached
-            loaded = True
-            print_log(
-                f'Loaded the index of {len(meta["files"])} images from "{index_file}"',
-                logger='current',
+        options = dict(index_type=index_type, nlist=nlist, pq_m=pq_m)
+        index, recorded = self._open_index(index_file, options, rebuild)
+        folders = [osp.abspath(f) for f in image_dirs]
+        if add or not image_dirs:
+            folders = recorded + folders
+        folders = list(dict.fromkeys(folders + [osp.abspath(f) for f in add]))
+        if not folders:
+            raise ValueError(
+                f'index file "{index_file}" records no image folder to rebuild it '
+                'from: give the image folders'
             )
-        else:
-            embed, parts, meta = self._build_index(
-                image_dir, files, key, batch_size or self.batch_size
+        missing = [f for f in folders if not osp.isdir(f)]
+        if missing:
+            raise FileNotFoundError(
+                f'image folder "{missing[0]}" (recorded in "{index_file}") does not '
+                'exist'
             )
-            loaded = False
-            self._write_index(index_file, embed, parts, meta)
-        skipped = [tuple(s) for s in meta['skipped']]
+        listing = self._listing(folders)
+
+        stored = index.metadata if index is not None else {}
+        files = dict(stored.get('files', {}))
+        skipped = {
+            path: entry
+            for path, entry in stored.get('skipped', {}).items()
+            if listing.get(path) == entry[:2]
+        }
+        removed = 0
+        if index is not None:
+            gone = [k for k in index.keys if listing.get(k) != files.get(k)]
+            removed = index.remove(gone)
+            for key in gone:
+                files.pop(key, None)
+            if nprobe is not None:
+                index.nprobe = nprobe
+            if refine_factor is not None:
+                index.refine_factor = refine_factor
+        todo = [p for p in listing if p not in files and p not in skipped]
+        index, new_files, new_skipped = self._encode_into(
+            index,
+            todo,
+            batch_size,
+            dict(
+                options,
+                nprobe=nprobe,
+                refine_factor=refine_factor or 10,
+                expected_size=len(listing),
+            ),
+        )
+        files.update((p, listing[p]) for p in new_files)
+        skipped.update((p, [*listing[p], why]) for p, why in new_skipped)
+        if index is None or not len(index):
+            first, entry = next(iter(skipped.items()))
+            names = ', '.join(f'"{f}"' for f in folders)
+            raise ValueError(
+                f'none of the {len(listing)} images in {names} could be read; '
+                f'first error: {first}: {entry[2]}'
+            )
+        metadata = dict(
+            self.fingerprints, folders=folders, files=files, skipped=skipped
+        )
+        if new_files or new_skipped or removed or stored != metadata:
+            self._save(index, index_file, metadata)
+        index.metadata = metadata
         if skipped:
-            names = ', '.join(name for name, _ in skipped)
             print_log(
-                f'{len(skipped)} of {len(files)} images in "{image_dir}" could '
-                f'not be read and are not searchable: {names}',
+                f'{len(skipped)} of {len(listing)} images could not be read and '
+                f'are not searchable: {", ".join(skipped)}',
                 logger='current',
                 level=30,
             )
-        self.set_gallery(
-            [osp.join(image_dir, rel) for rel in meta['files']],
-            torch.from_numpy(embed),
-            torch.from_numpy(parts),
-        )
+        self.gallery = index
         return dict(
-            num_images=len(self.paths),
-            skipped=skipped,
-            loaded=loaded,
+            num_images=len(index),
+            added=len(new_files),
+            removed=removed,
+            skipped=[(path, entry[2]) for path, entry in skipped.items()],
+            loaded=bool(stored),
             index_file=index_file,
+            index=index.describe(),
         )
 
-    def _build_index(
-        self, image_dir: str, files: List[str], key: str, batch_size: int
-    ) -> Tuple[np.ndarray, np.ndarray, dict]:
-        kept: List[str] = []
+    def _encode_into(
+        self,
+        index: Optional[GalleryIndex],
+        paths: List[str],
+        batch_size: Optional[int],
+        options: dict,
+    ) -> Tuple[Optional[GalleryIndex], List[str], List[Tuple[str, str]]]:
+        """Encode ``paths`` and add them to ``index`` (a new one, built with
+        ``GalleryIndex(dim, **options)``, if None).
+
+        A new IVF index is trained on the first images encoded (enough for
+        its cells) before any is added.
+        """
+        batch_size = batch_size or self.batch_size
+        added: List[str] = []
         skipped: List[Tuple[str, str]] = []
-        embeds, parts = [], []
+        pending_keys: List[str] = []
+        pending: List[np.ndarray] = []
         progress = tqdm(
-            total=len(files),
+            total=len(paths),
             desc='Indexing images',
             unit='img',
-            disable=not self.show_progress,
+            disable=not self.show_progress or not paths,
         )
-        with torch.no_grad():
-            for start in range(0, len(files), batch_size):
-                items, names = [], []
-                for rel in files[start : start + batch_size]:
-                    path = osp.join(image_dir, rel)
-                    try:
-                        item = dict(img_path=path, modality='image', sample_idx=0)
-                        items.append(self._prepare(item))
-                        names.append(rel)
-                    except Exception as err:  # noqa: BLE001 - user files: skip, count, name
-                        skipped.append((rel, f'{type(err).__name__}: {err}'))
-                if items:
-                    out = self.encoder.encode_image(self._forward(items)['images'])
-                    embeds.append(out['embed'].float().cpu().numpy())
-                    parts.append(out['part_embeds'].float().cpu().numpy())
-                    kept.extend(names)
-                progress.update(len(files[start : start + batch_size]))
-        progress.close()
-        if not kept:
-            raise ValueError(
-                f'none of the {len(files)} images in "{image_dir}" could be read; '
-                f'first error: {skipped[0][0]}: {skipped[0][1]}'
-            )
-        meta = dict(
-            format=INDEX_FORMAT,
-            version=INDEX_VERSION,
-            key=key,
-            files=kept,
-            skipped=[list(s) for s in skipped],
-        )
-        return np.concatenate(embeds), np.concatenate(parts), meta
-
-    @staticmethod
-    def _read_index(
-        index_file: str, key: str
-    ) -> Optional[Tuple[np.ndarray, np.ndarray, dict]]:
-        """The index at ``index_file`` if it is readable and has ``key``."""
-        if not osp.isfile(index_file):
-            return None
-        try:
-            with np.load(index_file, allow_pickle=False) as data:
-                meta = json.loads(str(data['meta']))
-                if (
-                    meta.get('format') != INDEX_FORMAT
-                    or meta.get('version') != INDEX_VERSION
-                    or meta.get('key') != key
+        for start in range(0, len(paths), batch_size):
+            batch = paths[start : start + batch_size]
+            progress.update(len(batch))
+            failed: List[Tuple[str, str]] = []
+            out = self.encode_images(batch, skipped=failed)
+            skipped.extend(failed)
+            if out is None:
+                continue
+            bad = {p for p, _ in failed}
+            pending_keys.extend(p for p in batch if p not in bad)
+            pending.append(self.fused(out))
+            if index is None:
+                index = GalleryIndex(pending[0].shape[1], **options)
+            if not index.is_trained:
+                nlist = options['nlist'] or default_nlist(options['expected_size'])
+                needed = MIN_TRAIN_PER_LIST * nlist
+                if len(pending_keys) < min(needed, len(paths)) and (
+                    start + batch_size < len(paths)
                 ):
-                    print_log(
-                        f'The index "{index_file}" is out of date (images, '
-                        'checkpoint or config changed): rebuilding it',
-                        logger='current',
-                    )
-                    return None
-                embed, parts = data['embed'], data['part_embeds']
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
-            print_log(
-                f'The index "{index_file}" cannot be read ({type(err).__name__}: '
-                f'{err}): rebuilding it',
-                logger='current',
-                level=30,
-            )
-            return None
-        if embed.shape[0] != len(meta['files']) or parts.shape[0] != len(meta['files']):
-            print_log(
-                f'The index "{index_file}" is inconsistent: rebuilding it',
-                logger='current',
-                level=30,
-            )
-            return None
-        return embed, parts, meta
+                    continue
+            index.add(pending_keys, np.concatenate(pending))
+            added.extend(pending_keys)
+            pending_keys, pending = [], []
+        progress.close()
+        return index, added, skipped
 
     @staticmethod
-    def _write_index(
-        index_file: str, embed: np.ndarray, parts: np.ndarray, meta: dict
-    ) -> None:
-        """Write the index atomically (temporary file + ``os.replace``)."""
-        folder = osp.dirname(index_file)
+    def _save(index: GalleryIndex, index_file: str, metadata: dict) -> None:
+        """Write the index (atomically); an unwritable folder only warns."""
         try:
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(
-                prefix=osp.basename(index_file) + '.', suffix='.tmp', dir=folder
-            )
-        except OSError as err:
+            os.makedirs(osp.dirname(index_file), exist_ok=True)
+            index.save(index_file, metadata)
+        except PermissionError as err:
             print_log(
                 f'Cannot write the index "{index_file}" ({err}); continuing '
-                'without a cached index',
+                'without a saved index',
                 logger='current',
                 level=30,
             )
             return
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                np.savez(
-                    f,
-                    embed=embed,
-                    part_embeds=parts,
-                    meta=np.array(json.dumps(meta)),
-                )
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, index_file)
-        except BaseException:
-            if osp.exists(tmp):
-                os.remove(tmp)
-            raise
         print_log(
-            f'Wrote the index of {len(meta["files"])} images to "{index_file}"',
+            f'Wrote the index of {len(index)} images ({index.describe()}) to '
+            f'"{index_file}"',
             logger='current',
         )
 
     def set_gallery(
         self, paths: Sequence[str], embed: torch.Tensor, part_embeds: torch.Tensor
     ) -> None:
-        """Search these pre-computed image embeddings (what :meth:`index` does
-        once it has them; useful for embeddings computed elsewhere).
+        """Search these pre-computed image embeddings (an in-memory exact
+        index; useful for embeddings computed elsewhere).
 
         Args:
-            paths (Sequence[str]): One path (or any name) per image.
-            embed (Tensor): (N, D) L2-normalised coarse embeddings.
-            part_embeds (Tensor): (N, K, D) L2-normalised part embeddings.
+            paths (Sequence[str]): One path (or any unique name) per image.
+            embed (Tensor): (N, D) coarse embeddings.
+            part_embeds (Tensor): (N, K, D) part embeddings.
 
         Raises:
-            ValueError: Shapes that do not fit together.
+            ValueError: Shapes that do not fit together, or repeated paths.
         """
         if embed.dim() != 2 or part_embeds.dim() != 3:
             raise ValueError(
@@ -499,10 +643,10 @@ class TBPSInferencer:
                 f'{len(paths)} paths, {embed.shape[0]} embeddings and '
                 f'{part_embeds.shape[0]} part embeddings: one of each per image'
             )
-        self.paths = list(paths)
-        self._gallery = dict(
-            embed=embed.to(self.device), part_embeds=part_embeds.to(self.device)
-        )
+        vectors = self.fused(dict(embed=embed, part_embeds=part_embeds))
+        gallery = GalleryIndex(vectors.shape[1], 'flat')
+        gallery.add(list(paths), vectors)
+        self.gallery = gallery
 
     # ------------------------------------------------------------------ #
     # Search and explanation
@@ -516,23 +660,21 @@ class TBPSInferencer:
 
         Returns:
             list[tuple[str, float]]: ``(path, score)``, best first; the score
-            is the model's fused similarity.
+            is the model's fused similarity (exact with a ``'flat'`` index;
+            an approximate index may miss some of the true top k and scores
+            what it finds from 8-bit codes).
 
         Raises:
             ValueError: An empty query or ``topk < 1``.
-            RuntimeError: :meth:`index` was not called.
+            RuntimeError: No gallery yet (:meth:`index` or :meth:`set_gallery`).
         """
         if topk < 1:
             raise ValueError(f'topk must be >= 1, got {topk}')
-        if self._gallery is None:
-            raise RuntimeError('no images indexed yet: call index(image_dir) first')
+        if self.gallery is None or not len(self.gallery):
+            raise RuntimeError('no images indexed yet: call index(image_dirs) first')
         text, _ = self.encode_text(query)
-        sim = self.model.similarity(text, self._gallery)[0]
-        top = sim.topk(min(int(topk), sim.numel()))
-        return [
-            (self.paths[i], float(s))
-            for s, i in zip(top.values.tolist(), top.indices.tolist())
-        ]
+        scores, keys = self.gallery.search(self.fused(text), int(topk))
+        return [(key, float(score)) for key, score in zip(keys[0], scores[0])]
 
     __call__ = search
 

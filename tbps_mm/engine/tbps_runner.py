@@ -13,7 +13,11 @@ scoped to the one place that reads such files, the Runner's
   torch 2.6. Remote files keep torch's default.
 
 The reader itself is :func:`tbps_mm.models.checkpoint.load_training_checkpoint`;
-this class only routes the Runner's loads through it. Nothing else in the
+this class only routes the Runner's loads through it. A published model
+(``tools/model_converters/publish_model.py``) has no training-only weights
+(the ID classifiers under ``losses.``): loading one, those keep the model's
+initialisation and one line says so, instead of MMEngine's missing-keys
+warning; evaluation and search do not use them. Nothing else in the
 process changes: ``torch.load`` elsewhere, MMEngine's checkpoint loader
 registry and model ``init_cfg`` weights keep their safe defaults.
 """
@@ -24,7 +28,10 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
-from tbps_mm.models.checkpoint import load_training_checkpoint
+from tbps_mm.models.checkpoint import (
+    INFERENCE_IGNORED_PREFIXES,
+    load_training_checkpoint,
+)
 from tbps_mm.registry import RUNNERS
 
 
@@ -47,9 +54,27 @@ class TBPSRunner(Runner):
         checkpoint = load_training_checkpoint(filename, map_location=map_location)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(self.model) else self.model
+        self._keep_training_only_weights(model, checkpoint, filename)
         checkpoint = _load_checkpoint_to_model(
             model, checkpoint, strict, revise_keys=revise_keys
         )
         self._has_loaded = True
         self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint
+
+    def _keep_training_only_weights(self, model, checkpoint: dict, filename: str):
+        """Fill a published model's dropped ``losses.`` keys from ``model``."""
+        state = checkpoint.get('state_dict', checkpoint)
+        names = {k[7:] if k.startswith('module.') else k for k in state}
+        if any(k.startswith(INFERENCE_IGNORED_PREFIXES) for k in names):
+            return
+        own = model.state_dict()
+        absent = [k for k in own if k.startswith(INFERENCE_IGNORED_PREFIXES)]
+        if not absent:
+            return
+        state.update({k: own[k] for k in absent})
+        self.logger.info(
+            f'{filename} holds no training-only weights ({", ".join(absent)}): '
+            'a published model; those keep their initialisation (evaluation '
+            'and search do not use them)'
+        )

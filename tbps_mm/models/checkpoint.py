@@ -403,11 +403,12 @@ def load_training_checkpoint(
 ) -> dict:
     """Load a checkpoint the Runner (or the publishing tool) was asked to read.
 
-    A file that loads weights-only (a published model) is loaded that way.
-    Otherwise a *local* file is unpickled in full, as MMEngine did before
-    torch 2.6: the caller named it (``load_from``, ``--resume PATH``,
-    ``publish_model.py IN``) or the Runner wrote it in its work dir
-    (``--resume auto``). URLs go through MMEngine's loader with torch's
+    A file that loads weights-only (a published model, ``.safetensors`` or a
+    state dict) is loaded that way; a ``.safetensors`` file comes back as
+    ``{'state_dict': ...}``. Otherwise a *local* file is unpickled in full,
+    as MMEngine did before torch 2.6: the caller named it (``load_from``,
+    ``--resume PATH``, ``publish_model.py IN``) or the Runner wrote it in its
+    work dir (``--resume auto``). URLs go through MMEngine's loader with torch's
     default. Nothing else in the process changes.
 
     Args:
@@ -431,6 +432,9 @@ def load_training_checkpoint(
         return _load_checkpoint(filename, map_location=map_location)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint file "{filename}" does not exist')
+    if filename.endswith('.safetensors'):
+        # A published model: weights only, by construction.
+        return dict(state_dict=read_weights_file(filename))
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
@@ -494,7 +498,19 @@ def publish_weights(
         )
     if osp.exists(root + ext):
         raise FileExistsError(f'output "{root + ext}" exists; choose another name')
-    checkpoint = load_training_checkpoint(src)
+    if src.endswith('.safetensors'):
+        raise ValueError(
+            f'"{src}" is a .safetensors file, i.e. published already; publish '
+            'the training checkpoint tools/train.py wrote (epoch_N.pth, best_*.pth)'
+        )
+    try:
+        checkpoint = load_training_checkpoint(src)
+    except Exception as err:  # noqa: BLE001 - any unreadable file: one clear error
+        raise ValueError(
+            f'"{src}" is not a checkpoint torch can read, so not a training '
+            f'checkpoint written by tools/train.py ({type(err).__name__}: '
+            f'{str(err).splitlines()[0] if str(err) else ""})'
+        ) from None
     if not (
         isinstance(checkpoint, Mapping)
         and isinstance(checkpoint.get('state_dict'), Mapping)
@@ -524,8 +540,16 @@ def publish_weights(
         final = f'{root}-{sha[:8]}{ext}'
         if osp.exists(final):
             raise FileExistsError(f'output "{final}" exists; choose another name')
+        _readable_like_a_new_file(tmp)
         os.replace(tmp, final)
     finally:
         if osp.exists(tmp):
             os.remove(tmp)
     return dict(path=final, sha256=sha, num_tensors=len(kept), dropped=dropped)
+
+
+def _readable_like_a_new_file(path: str) -> None:
+    """Give a ``mkstemp`` file (owner-only) the mode ``open()`` would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

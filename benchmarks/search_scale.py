@@ -1,0 +1,1038 @@
+"""Benchmark: text-to-image search over 100k / 1M / 10M images with FAISS.
+
+Encoding ten million crops on a CPU is out of reach, so the large galleries
+are built from the *real* embeddings of a trained model (``CONFIG`` +
+``CHECKPOINT``) on a SynthPedes folder (``--data-root``), scaled up with a
+generative model fitted to them; the queries are real caption embeddings of
+identities the generative model never saw.
+
+1. **Real embeddings.** Every image of the train, val and test splits and
+   every test caption goes through the config's test pipeline and the model
+   (``encode_image`` / ``encode_text``) into its fused vector
+   (``tbps_mm.fused_score.fused_vector``: ``D * (1 + K)`` floats whose inner
+   products are the model's test-time score). Cached in ``--cache-dir``.
+2. **Scale-up** (:class:`EmbeddingModel`). Fitted on the train and val images
+   only (the test identities are held out): identity means, the
+   between-identity spread of those means and the within-identity spread of
+   the images around them, each as its leading principal directions plus an
+   isotropic remainder that keeps the total variance of the rest. A synthetic
+   identity re-samples a real identity's mean and perturbs it with
+   between-identity noise scaled by ``--bandwidth`` (a smoothed bootstrap:
+   a Gaussian kernel density estimate of the identity distribution); each of
+   its ``--images-per-id`` images adds within-identity noise. Every block
+   (coarse, each part) is then L2-normalised and scaled back as
+   ``fused_vector`` does, so each synthetic vector is a valid fused vector.
+   Chunk ``c`` of a gallery is drawn from its own generator seeded from
+   ``(--seed, c)``: a gallery is the same whatever the chunk order, and no
+   step ever holds more than one chunk of float32 besides the index.
+3. **Galleries.** ``size`` synthetic vectors followed by the 800 real test
+   images (the people the queries describe are in the gallery, as in use).
+4. **Index types** (``--index SIZE|KIND|NPROBES``): ``flat`` and
+   ``ivf-sq8/NLIST`` go through ``tbps_mm.apis.gallery_index.GalleryIndex``
+   (what ``tools/search.py`` uses); ``faiss:FACTORY`` is any faiss factory
+   string (variants to choose from, e.g. ``IVF1024,SQfp16``); ``pcaq/R/NLIST``
+   is ``IVF{NLIST},SQ8`` whose cells are assigned in an R-d subspace
+   (:func:`pca_quantized_ivf_sq8`, cheaper to build at 10M). Each reports
+   build time (train + add), bytes per image (the index's own storage:
+   codes + ids + coarse centroids), p50 / p95 latency of single-query
+   searches (``--timed-queries`` after ``--warmup``, at most
+   ``--time-budget`` seconds; ``faiss.omp_set_num_threads`` from
+   ``--search-threads``), recall@10 against exact search (``|approx top-10 ∩
+   exact top-10| / 10`` over ``--recall-queries`` test captions; the exact
+   top-10 comes from the float32 vectors while the first index of a size
+   is filled, one matrix product per chunk, so a 10M ground truth never
+   needs the 51 GB flat index), and R@1 of the test captions in the big
+   gallery (top-1 is one of the caption's real images), approximate and
+   exact.
+5. **SynthPedes test split through each index.** The trained (empty) index of
+   each approximate type holds only the 800 test images; every test caption
+   is searched with ``k = 800`` and the returned scores go through
+   ``tbps_mm.evaluation.functional.rank_metrics`` (R@1, mAP). A test image
+   the index does not return (its inverted list was not probed) ranks below
+   every returned one and below every unreturned wrong image, so the number
+   never flatters. Which lists a query probes depends on the query and the
+   centroids only, so this is what the quantisation and probing of the
+   at-scale index do to the standard protocol.
+
+Usage:
+    python benchmarks/search_scale.py CONFIG CHECKPOINT \\
+        --data-root data/synthpedes_small --sizes 100000 1000000 10000000 \\
+        --out benchmarks/results/search_scale.json \\
+        --plot docs/images/search_scale.png
+
+Example output (shape only; recorded numbers live in docs/benchmarks.md)::
+
+    | gallery | index | nprobe | build s | B/img | p50 ms | p95 ms | recall@10 | ...
+    |--:|:--|--:|--:|--:|--:|--:|--:|
+    | 1000000 | IVF4096,SQ8 | 32 | ... | 1313 | ... | ... | 0.99... |
+"""
+
+import argparse
+import gc
+import hashlib
+import json
+import os
+import os.path as osp
+import re
+import sys
+import time
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from _common import (
+    format_machine,
+    machine_info,
+    markdown_table,
+    percentile,
+    quiet_mmengine,
+    write_json,
+)
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+TOPK = 10
+
+
+# ---------------------------------------------------------------------- #
+# 1. Real embeddings
+# ---------------------------------------------------------------------- #
+def _load_model(config: str, checkpoint: str):
+    """The model of ``config`` with the weights of ``checkpoint`` (a training
+    checkpoint or a published weights-only file), and its test pipeline."""
+    from mmengine.config import Config
+
+    import tbps_mm  # noqa: F401  (registers the components)
+    from tbps_mm.models.checkpoint import load_training_checkpoint
+    from tbps_mm.registry import MODELS, TRANSFORMS
+
+    cfg = Config.fromfile(config)
+    model = MODELS.build(cfg.model)
+    ckpt = load_training_checkpoint(checkpoint)
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith('losses.')]
+    if missing:
+        raise ValueError(
+            f'checkpoint "{checkpoint}" does not fit config "{config}": '
+            f'missing {missing[:8]}'
+        )
+    model.eval()
+    return cfg, model, TRANSFORMS
+
+
+def encode_synthpedes(
+    config: str, checkpoint: str, data_root: str, batch_size: int = 64
+) -> Dict[str, np.ndarray]:
+    """Fused vectors of every image and every test caption of a SynthPedes folder.
+
+    Args:
+        config (str): The model's config file.
+        checkpoint (str): Its checkpoint (training or weights-only).
+        data_root (str): A SynthPedes folder (``reid_raw.json``, ``imgs/``,
+            ``tokenizer/``).
+        batch_size (int): Items per forward pass.
+
+    Returns:
+        dict: ``img`` (N, F) float32 fused image vectors, ``img_pid`` (N,),
+        ``img_split`` (N,) ('train' / 'val' / 'test'), ``cap`` (M, F) fused
+        vectors of the test captions, ``cap_pid`` (M,), ``fusion_weight``,
+        ``embed_dims`` and ``num_parts``.
+
+    Example:
+        >>> data = encode_synthpedes('configs/tbps_synth.py', 'epoch_9.pth',
+        ...                          'data/synthpedes_small')  # doctest: +SKIP
+        >>> data['img'].shape  # doctest: +SKIP
+        (5200, 1280)
+    """
+    from mmengine.dataset import pseudo_collate
+
+    from tbps_mm.fused_score import fused_vector
+
+    ann_file = osp.join(data_root, 'reid_raw.json')
+    if not osp.isfile(ann_file):
+        raise FileNotFoundError(f'"{ann_file}" does not exist: not a SynthPedes folder')
+    cfg, model, transforms = _load_model(config, checkpoint)
+    pipeline = []
+    for t in cfg.test_dataloader.dataset.pipeline:
+        t = dict(t)
+        if t['type'] == 'TokenizeCaption':
+            t['tokenizer'] = osp.join(data_root, 'tokenizer')
+        pipeline.append(transforms.build(t))
+
+    def prepare(item: dict) -> dict:
+        for transform in pipeline:
+            item = transform(item)
+        return item
+
+    with open(ann_file) as f:
+        entries = json.load(f)
+    images = [
+        (osp.join(data_root, 'imgs', e['file_path']), int(e['id']), e['split'])
+        for e in entries
+    ]
+    captions = [
+        (c, int(e['id']))
+        for e in entries
+        if e['split'] == 'test'
+        for c in e['captions']
+    ]
+    weight = float(model.fusion_weight)
+
+    @torch.no_grad()
+    def run(items: List[dict], modality: str) -> np.ndarray:
+        out = []
+        for start in range(0, len(items), batch_size):
+            batch = [
+                prepare(dict(item, modality=modality, sample_idx=i))
+                for i, item in enumerate(items[start : start + batch_size])
+            ]
+            inputs = model.data_preprocessor(pseudo_collate(batch), False)['inputs']
+            if modality == 'image':
+                enc = model.encode_image(inputs['images'])
+            else:
+                enc = model.encode_text(inputs['text_ids'], inputs['text_mask'])
+            out.append(fused_vector(enc['embed'], enc['part_embeds'], weight).numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    img = run([dict(img_path=p) for p, _, _ in images], 'image')
+    cap = run([dict(text=c) for c, _ in captions], 'text')
+    return dict(
+        img=img,
+        img_pid=np.array([pid for _, pid, _ in images]),
+        img_split=np.array([split for _, _, split in images]),
+        cap=cap,
+        cap_pid=np.array([pid for _, pid in captions]),
+        fusion_weight=np.float64(weight),
+        embed_dims=np.int64(cfg.model.head.embed_dims),
+        num_parts=np.int64(cfg.model.head.num_parts),
+    )
+
+
+def cached_encoding(args: argparse.Namespace) -> Dict[str, np.ndarray]:
+    """:func:`encode_synthpedes`, cached in ``--cache-dir`` under a key of the
+    checkpoint's bytes, the config and the data folder."""
+    from tbps_mm.models.checkpoint import file_sha256
+
+    key = hashlib.sha256(
+        json.dumps(
+            [file_sha256(args.checkpoint), open(args.config).read(), args.data_root]
+        ).encode()
+    ).hexdigest()[:16]
+    path = osp.join(args.cache_dir, f'search_scale_embeddings_{key}.npz')
+    if osp.isfile(path):
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    start = time.perf_counter()
+    data = encode_synthpedes(args.config, args.checkpoint, args.data_root)
+    print(
+        f'encoded {len(data["img"])} images and {len(data["cap"])} captions '
+        f'in {time.perf_counter() - start:.0f} s',
+        flush=True,
+    )
+    os.makedirs(args.cache_dir, exist_ok=True)
+    tmp = path + '.tmp.npz'
+    np.savez(tmp, **data)
+    os.replace(tmp, path)
+    return data
+
+
+# ---------------------------------------------------------------------- #
+# 2. Scale-up
+# ---------------------------------------------------------------------- #
+def _spread(x: np.ndarray, rank: int) -> Tuple[np.ndarray, float, np.ndarray]:
+    """Leading principal directions of zero-mean rows ``x`` and the rest.
+
+    Returns:
+        tuple: ``basis`` (rank, F) rows scaled by each direction's standard
+        deviation, ``iso_std`` (the standard deviation per dimension that
+        keeps the variance outside those directions) and ``eigvals`` (all).
+    """
+    cov = x.T.astype(np.float64) @ x.astype(np.float64) / max(len(x) - 1, 1)
+    eigvals, eigvecs = np.linalg.eigh(cov)
+    eigvals, eigvecs = eigvals[::-1].clip(min=0), eigvecs[:, ::-1]
+    rank = min(rank, len(eigvals))
+    basis = (eigvecs[:, :rank] * np.sqrt(eigvals[:rank])).T
+    rest = eigvals[rank:].sum() / len(eigvals)
+    return basis.astype(np.float32), float(np.sqrt(rest)), eigvals
+
+
+class EmbeddingModel:
+    """Synthetic fused image vectors shaped by a model's real embeddings.
+
+    Args:
+        vectors (np.ndarray): (N, F) real fused image vectors.
+        pids (np.ndarray): (N,) their identities (each with >= 2 images).
+        embed_dims (int): D (block size of ``fused_vector``).
+        fusion_weight (float): lambda (scale of the part blocks).
+        rank (int): Principal directions kept per spread; the rest of the
+            variance is spread evenly over all dimensions.
+        bandwidth (float): Scale of the between-identity noise added to a
+            re-sampled identity mean.
+        images_per_id (int): Images of every synthetic identity.
+
+    Example:
+        >>> model = EmbeddingModel(vectors, pids, 256, 1.0)  # doctest: +SKIP
+        >>> model.chunk(seed=0, index=0, size=1000).shape  # doctest: +SKIP
+        (1000, 1280)
+    """
+
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        pids: np.ndarray,
+        embed_dims: int,
+        fusion_weight: float,
+        rank: int = 128,
+        bandwidth: float = 0.5,
+        images_per_id: int = 4,
+    ) -> None:
+        ids, inverse = np.unique(pids, return_inverse=True)
+        counts = np.bincount(inverse)
+        if counts.min() < 2:
+            raise ValueError('every identity needs >= 2 images to measure its spread')
+        means = np.zeros((len(ids), vectors.shape[1]), np.float64)
+        np.add.at(means, inverse, vectors)
+        means /= counts[:, None]
+        self.means = means.astype(np.float32)
+        within = vectors - self.means[inverse]
+        # unbiased: each identity's residuals lose one degree of freedom
+        within *= np.sqrt(counts / (counts - 1.0))[inverse][:, None]
+        self.within, self.within_iso, self.within_eig = _spread(within, rank)
+        between = self.means - self.means.mean(0)
+        self.between, self.between_iso, self.between_eig = _spread(between, rank)
+        self.dims = vectors.shape[1]
+        self.embed_dims = embed_dims
+        blocks = self.dims // embed_dims
+        self.scales = np.array(
+            [1.0] + [np.sqrt(fusion_weight / max(blocks - 1, 1))] * (blocks - 1),
+            np.float32,
+        )
+        self.bandwidth = bandwidth
+        self.images_per_id = images_per_id
+
+    def normalise(self, x: np.ndarray) -> np.ndarray:
+        """L2-normalise every ``embed_dims`` block and scale it as
+        ``fused_vector`` does (in place)."""
+        view = x.reshape(len(x), -1, self.embed_dims)
+        view /= np.linalg.norm(view, axis=2, keepdims=True)
+        view *= self.scales[None, :, None]
+        return x
+
+    def chunk(self, seed: int, index: int, size: int) -> np.ndarray:
+        """Chunk ``index`` of a gallery: ``size`` vectors (a multiple of
+        ``images_per_id``), from its own torch generator, seeded from
+        (seed, index).
+
+        Returns:
+            np.ndarray: (size, F) float32.
+        """
+        if size % self.images_per_id:
+            raise ValueError(f'chunk size {size} is not a multiple of images_per_id')
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + index)
+
+        def normal(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=gen)
+
+        n_ids = size // self.images_per_id
+        src = torch.randint(len(self.means), (n_ids,), generator=gen)
+        centres = torch.from_numpy(self.means)[src]
+        noise = normal(n_ids, len(self.between)) @ torch.from_numpy(self.between)
+        noise += self.between_iso * normal(n_ids, self.dims)
+        centres += self.bandwidth * noise
+        x = centres.repeat_interleave(self.images_per_id, dim=0)
+        x += normal(size, len(self.within)) @ torch.from_numpy(self.within)
+        x += self.within_iso * normal(size, self.dims)
+        x = x.numpy()
+        return self.normalise(x)
+
+
+def fidelity(
+    gen: EmbeddingModel, data: Dict[str, np.ndarray], seed: int
+) -> Dict[str, Dict[str, float]]:
+    """How the synthetic vectors compare with the real ones they imitate.
+
+    A synthetic gallery as large as the real train + val images is drawn and
+    both are described by the same numbers: the score between two images of
+    one identity and of two identities (mean, 99th percentile), the share of
+    variance in the 64 leading principal directions, and, for the held-out
+    test captions, the exact top-1 and 10th scores and the mean score over
+    the gallery (their gap is what an approximate index has to resolve).
+
+    Returns:
+        dict: ``real`` and ``synthetic``, each a dict of those numbers.
+    """
+    shape = data['img_split'] != 'test'
+    real, real_pid = data['img'][shape], data['img_pid'][shape]
+    n = len(real) - len(real) % gen.images_per_id
+    synth = gen.chunk(seed + 11, 0, n)
+    synth_pid = np.arange(n) // gen.images_per_id
+    cap = data['cap']
+    out = {}
+    for name, x, pid in (('real', real, real_pid), ('synthetic', synth, synth_pid)):
+        sim = x @ x.T
+        same = pid[:, None] == pid[None, :]
+        np.fill_diagonal(same, False)
+        other = pid[:, None] != pid[None, :]
+        centred = x - x.mean(0)
+        eig = np.linalg.eigvalsh(centred.T.astype(np.float64) @ centred)[::-1]
+        q = cap @ x.T
+        top = -np.sort(-q, axis=1)[:, :TOPK]
+        out[name] = dict(
+            same_id_mean=float(sim[same].mean()),
+            other_id_mean=float(sim[other].mean()),
+            other_id_p99=float(np.percentile(sim[other], 99)),
+            variance_top64=float(eig[:64].sum() / eig.sum()),
+            query_top1=float(top[:, 0].mean()),
+            query_top10=float(top[:, -1].mean()),
+            query_mean=float(q.mean()),
+        )
+    return out
+
+
+def gallery_chunks(
+    model: EmbeddingModel, size: int, seed: int, chunk: int, extra: np.ndarray
+) -> Iterator[np.ndarray]:
+    """The chunks of a gallery of ``size`` synthetic vectors, then ``extra``."""
+    for index, start in enumerate(range(0, size, chunk)):
+        yield model.chunk(seed, index, min(chunk, size - start))
+    yield extra
+
+
+# ---------------------------------------------------------------------- #
+# 3-5. Indexes and measurements
+# ---------------------------------------------------------------------- #
+def index_bytes(index) -> int:
+    """Bytes a faiss index holds for its vectors: codes and ids of the
+    inverted lists plus the coarse centroids (IVF), else the codes."""
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        return int(index.ntotal * index.sa_code_size())
+    sizes = [ivf.invlists.list_size(i) for i in range(ivf.nlist)]
+    return int(sum(sizes) * (ivf.invlists.code_size + 8) + ivf.nlist * ivf.d * 4)
+
+
+def _leading_directions(sample: np.ndarray, rank: int):
+    """A faiss ``LinearTransform`` onto the top-``rank`` eigenvectors of the
+    sample's uncentred second moment (no bias: inner products are kept up to
+    what falls outside the subspace, where centring would shift them)."""
+    import faiss
+
+    dims = sample.shape[1]
+    moment = sample.T.astype(np.float64) @ sample.astype(np.float64)
+    _, vecs = np.linalg.eigh(moment)
+    proj = np.ascontiguousarray(vecs[:, ::-1][:, :rank].T, dtype=np.float32)
+    transform = faiss.LinearTransform(dims, rank, False)
+    faiss.copy_array_to_vector(proj.ravel(), transform.A)
+    transform.is_trained = True
+    transform.set_is_orthonormal()
+    return transform
+
+
+def projected_ivf_sq8(sample: np.ndarray, rank: int, nlist: int):
+    """``IVF{nlist},SQ8`` over the vectors projected onto ``rank`` leading
+    directions (:func:`_leading_directions`): ``rank`` bytes per image."""
+    import faiss
+
+    transform = _leading_directions(sample, rank)
+    inner = faiss.index_factory(rank, f'IVF{nlist},SQ8', faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexPreTransform(transform, inner)
+    # the C++ index deletes its transform and sub-index (own_fields)
+    index.own_fields = True
+    inner.this.disown()
+    transform.this.disown()
+    return index
+
+
+def pca_quantized_ivf_sq8(sample: np.ndarray, rank: int, nlist: int):
+    """``IVF{nlist},SQ8`` whose cells are assigned in a ``rank``-d subspace.
+
+    The coarse quantizer is the top-``rank`` eigenvectors of the sample's
+    (uncentred) second moment followed by ``IndexFlatIP``: inner products in
+    that subspace rank the centroids almost as in full space, at a fraction
+    of the cost of comparing every vector with every 1280-d centroid. The
+    codes are the full vectors' 8-bit codes, as in ``IVF{nlist},SQ8``.
+    """
+    import faiss
+
+    dims = sample.shape[1]
+    transform = _leading_directions(sample, rank)
+    quantizer = faiss.IndexPreTransform(transform, faiss.IndexFlatIP(rank))
+    index = faiss.IndexIVFScalarQuantizer(
+        quantizer,
+        dims,
+        nlist,
+        faiss.ScalarQuantizer.QT_8bit,
+        faiss.METRIC_INNER_PRODUCT,
+    )
+    index.own_fields = True
+    quantizer.this.disown()
+    index.referenced_objects = [quantizer, transform]
+    return index
+
+
+class Candidate:
+    """One index type under test, with rows keyed by their gallery number.
+
+    ``kind`` is ``flat`` or ``ivf-sq8/NLIST`` (through
+    ``tbps_mm.apis.gallery_index.GalleryIndex``), ``faiss:FACTORY`` (a faiss
+    factory string) or ``pcaq/RANK/NLIST`` (:func:`pca_quantized_ivf_sq8`).
+    """
+
+    def __init__(self, kind: str, dims: int) -> None:
+        self.kind, self.dims = kind, dims
+        self.gallery = None  # a GalleryIndex
+        self.index = None  # a raw faiss index
+        self.offset = 0
+        from tbps_mm.apis.gallery_index import INDEX_TYPES, GalleryIndex
+
+        if kind.split('/')[0] in INDEX_TYPES:
+            nlist = int(kind.split('/')[1]) if '/' in kind else None
+            self.gallery = GalleryIndex(dims, kind.split('/')[0], nlist=nlist)
+        elif not kind.startswith(('faiss:', 'pcaq/', 'proj/')):
+            raise ValueError(
+                f'index kind "{kind}": use a GalleryIndex type ({INDEX_TYPES}, '
+                'IVF ones as TYPE/NLIST), faiss:FACTORY, pcaq/RANK/NLIST or '
+                'proj/RANK/NLIST'
+            )
+
+    @property
+    def needs_training(self) -> bool:
+        return self.kind != 'flat' and not self.kind.startswith('faiss:Flat')
+
+    def train(self, sample: np.ndarray) -> None:
+        import faiss
+
+        if self.gallery is not None:
+            self.gallery.train(sample)
+            return
+        if self.kind.startswith(('pcaq/', 'proj/')):
+            name, rank, nlist = self.kind.split('/')
+            build = pca_quantized_ivf_sq8 if name == 'pcaq' else projected_ivf_sq8
+            self.index = build(sample, int(rank), int(nlist))
+        else:
+            self.index = faiss.index_factory(
+                self.dims, self.kind[len('faiss:') :], faiss.METRIC_INNER_PRODUCT
+            )
+        self.index.train(sample)
+
+    def add(self, vectors: np.ndarray) -> None:
+        if self.gallery is not None:
+            keys = [str(i) for i in range(self.offset, self.offset + len(vectors))]
+            self.gallery.add(keys, vectors)
+        else:
+            if self.index is None:  # untrained kinds (flat factory strings)
+                self.train(vectors[:0])
+            self.index.add(vectors)
+        self.offset += len(vectors)
+
+    def set_nprobe(self, nprobe: Optional[int]) -> None:
+        import faiss
+
+        if nprobe is None:
+            return
+        if self.gallery is not None:
+            self.gallery.nprobe = nprobe
+        else:
+            faiss.extract_index_ivf(self.index).nprobe = nprobe
+
+    def search(self, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """(Q, k) scores and row numbers (-1 where fewer than k were found)."""
+        if self.gallery is not None:
+            scores, keys = self.gallery.search(queries, k)
+            ids = np.full(scores.shape, -1, np.int64)
+            for row, found in enumerate(keys):
+                ids[row, : len(found)] = [int(key) for key in found]
+            return scores, ids
+        return self.index.search(queries, k)
+
+    def empty_like(self) -> 'Candidate':
+        """A new, empty candidate with this one's trained state."""
+        import faiss
+
+        other = Candidate.__new__(Candidate)
+        other.kind, other.dims, other.offset = self.kind, self.dims, 0
+        other.gallery = other.index = None
+        if self.gallery is not None:
+            other.gallery = self.gallery.empty_like()
+        else:
+            other.index = faiss.clone_index(self.index)
+            other.index.reset()
+        return other
+
+    def nbytes(self) -> int:
+        if self.gallery is None:
+            return index_bytes(self.index)
+        # GalleryIndex's faiss index, and the exact-scoring copy some types keep
+        held = [self.gallery._faiss, getattr(self.gallery, '_refine', None)]
+        return sum(index_bytes(index) for index in held if index is not None)
+
+
+def time_queries(
+    index: Candidate,
+    queries: np.ndarray,
+    warmup: int,
+    budget_s: float = 0.0,
+    min_queries: int = 20,
+    k: int = TOPK,
+) -> Tuple[List[float], List[float]]:
+    """Wall-clock and CPU seconds of single-query searches (after ``warmup``
+    untimed ones).
+
+    The CPU time (``time.process_time``, all threads of the process) is what
+    a search costs on a machine of its own; on a shared one the wall-clock
+    time also holds the waits for a core. With ``budget_s``, stops once the
+    timed searches took that long and at least ``min_queries`` were timed.
+    """
+    for q in queries[:warmup]:
+        index.search(q[None], k)
+    wall, cpu = [], []
+    for q in queries[warmup:]:
+        start, start_cpu = time.perf_counter(), time.process_time()
+        index.search(q[None], k)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+        if budget_s and len(wall) >= min_queries and sum(wall) > budget_s:
+            break
+    return wall, cpu
+
+
+def test_split_metrics(
+    index: Candidate,
+    img: np.ndarray,
+    img_pid: np.ndarray,
+    cap: np.ndarray,
+    cap_pid: np.ndarray,
+) -> Dict[str, float]:
+    """R@1 / mAP of the test split through ``index`` (an empty trained index).
+
+    Every caption is searched with ``k`` = the number of test images; images
+    the index does not return rank after every returned one and after every
+    unreturned wrong one (missing correct: -inf, missing wrong: -1e30).
+    """
+    from tbps_mm.evaluation.functional import rank_metrics
+
+    index.add(img)
+    scores, ids = index.search(cap, len(img))
+    correct = cap_pid[:, None] == img_pid[None, :]
+    sim = np.where(correct, -np.inf, np.float32(-1e30)).astype(np.float32)
+    rows = np.broadcast_to(np.arange(len(cap))[:, None], ids.shape)
+    found = ids >= 0
+    sim[rows[found], ids[found]] = scores[found]
+    out = rank_metrics(torch.from_numpy(sim), cap_pid, img_pid, topk=(1, 5, 10))
+    return dict(R1=out['R1'], mAP=out['mAP'], mean_returned=float(found.sum(1).mean()))
+
+
+def nlist_of(kind: str) -> int:
+    """The IVF cell count a kind string names (``IVF1024``, ``.../1024``)."""
+    match = re.search(r'IVF(\d+)', kind) or re.search(r'/(\d+)$', kind)
+    if match is None:
+        raise ValueError(f'index kind "{kind}" names no IVF cell count')
+    return int(match.group(1))
+
+
+def parse_specs(specs: Sequence[str]) -> List[Tuple[int, str, List[Optional[int]]]]:
+    """``SIZE|KIND[|NPROBE,NPROBE...]`` -> (size, kind, nprobes)."""
+    out = []
+    for spec in specs:
+        parts = spec.split('|')
+        if len(parts) not in (2, 3) or not parts[0].isdigit():
+            raise ValueError(
+                f'--index "{spec}": expected SIZE|KIND[|NPROBE,...], e.g. '
+                '"1000000|ivf-sq8/1024|16,32,64"'
+            )
+        nprobes = [int(p) for p in parts[2].split(',')] if len(parts) == 3 else [None]
+        out.append((int(parts[0]), parts[1], nprobes))
+    return out
+
+
+class TopKStream:
+    """Exact top-k of fixed queries, updated chunk by chunk as chunks pass."""
+
+    def __init__(self, queries: np.ndarray, k: int = TOPK) -> None:
+        self.queries = queries
+        self.scores = np.full((len(queries), k), -np.inf, np.float32)
+        self.ids = np.full((len(queries), k), -1, np.int64)
+        self.offset = 0
+
+    def update(self, block: np.ndarray) -> None:
+        k = self.scores.shape[1]
+        scores = self.queries @ block.T
+        kk = min(k, block.shape[0])
+        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        s = np.concatenate([self.scores, np.take_along_axis(scores, part, 1)], 1)
+        i = np.concatenate([self.ids, part + self.offset], 1)
+        order = np.argsort(-s, axis=1, kind='stable')[:, :k]
+        self.scores = np.take_along_axis(s, order, 1)
+        self.ids = np.take_along_axis(i, order, 1)
+        self.offset += block.shape[0]
+
+
+def run_size(
+    size: int,
+    specs: List[Tuple[str, List[Optional[int]]]],
+    gen: EmbeddingModel,
+    data: Dict[str, np.ndarray],
+    args: argparse.Namespace,
+    log,
+) -> List[Dict]:
+    """Every index type of one gallery size.
+
+    The exact top-10 of the recall queries is computed while the first index
+    type's vectors stream past, from the float32 vectors themselves.
+    """
+    import faiss
+
+    test = data['img_split'] == 'test'
+    test_img, test_pid = data['img'][test], data['img_pid'][test]
+    cap, cap_pid = data['cap'], data['cap_pid']
+    order = np.random.default_rng(args.seed + 1).permutation(len(cap))
+    recall_q = order[: args.recall_queries]
+    timed_q = order[: args.timed_queries + args.warmup]
+    total = size + len(test_img)
+    gallery_pid = np.concatenate([np.full(size, -1), test_pid])
+    dims = data['img'].shape[1]
+
+    truth = None
+    records = []
+    for kind, nprobes in specs:
+        if kind == 'flat' and total * dims * 4 > args.max_flat_bytes:
+            records.append(
+                dict(
+                    gallery=size,
+                    index=kind,
+                    status='skipped',
+                    message=f'{total * dims * 4 / 1e9:.1f} GB of float32 '
+                    f'over --max-flat-bytes',
+                )
+            )
+            log(f'[{size}] {kind}: skipped (does not fit)')
+            continue
+        faiss.omp_set_num_threads(args.threads)
+        cand = Candidate(kind, dims)
+        train_s = 0.0
+        if cand.needs_training:
+            n = min(size, args.train_size, args.train_per_list * nlist_of(kind))
+            n -= n % args.images_per_id
+            sample = np.concatenate(
+                list(gallery_chunks(gen, n, args.seed + 7, args.chunk, test_img[:0]))
+            )
+            start = time.perf_counter()
+            cand.train(sample)
+            train_s = time.perf_counter() - start
+            del sample
+        empty = cand.empty_like() if cand.needs_training else Candidate(kind, dims)
+        stream = TopKStream(cap[recall_q]) if truth is None else None
+        add_s = 0.0
+        for block in gallery_chunks(gen, size, args.seed, args.chunk, test_img):
+            if stream is not None:
+                stream.update(block)
+            start = time.perf_counter()
+            cand.add(block)
+            add_s += time.perf_counter() - start
+        if stream is not None:
+            truth = stream.ids
+        nbytes = cand.nbytes()
+        log(
+            f'[{size}] {kind}: train {train_s:.0f} s, add {add_s:.0f} s, '
+            f'{nbytes / total:.0f} B/img'
+        )
+        exact_r1 = 100.0 * np.mean(gallery_pid[truth[:, 0]] == cap_pid[recall_q])
+        for nprobe in nprobes:
+            cand.set_nprobe(nprobe)
+            faiss.omp_set_num_threads(args.search_threads)
+            load = os.getloadavg()[0]
+            times, cpu = time_queries(
+                cand, cap[timed_q], args.warmup, args.time_budget, args.min_queries
+            )
+            faiss.omp_set_num_threads(args.threads)
+            _, ids = cand.search(cap[recall_q], TOPK)
+            recall = np.mean(
+                [len(set(a[a >= 0]) & set(b)) / TOPK for a, b in zip(ids, truth)]
+            )
+            r1_big = 100.0 * np.mean(gallery_pid[ids[:, 0]] == cap_pid[recall_q])
+            split_index = (
+                empty.empty_like() if cand.needs_training else Candidate(kind, dims)
+            )
+            split_index.set_nprobe(nprobe)
+            split = test_split_metrics(split_index, test_img, test_pid, cap, cap_pid)
+            rec = dict(
+                gallery=size,
+                index=kind,
+                nprobe=nprobe,
+                status='ok',
+                train_s=train_s,
+                add_s=add_s,
+                build_s=train_s + add_s,
+                train_vectors=n if cand.needs_training else 0,
+                bytes_per_image=nbytes / total,
+                p50_ms=1000 * percentile(times, 50),
+                p95_ms=1000 * percentile(times, 95),
+                cpu_p50_ms=1000 * percentile(cpu, 50),
+                cpu_p95_ms=1000 * percentile(cpu, 95),
+                timed_queries=len(times),
+                load_average_1min=load,
+                recall_at_10=float(recall),
+                recall_queries=len(recall_q),
+                r1_in_gallery=float(r1_big),
+                r1_in_gallery_exact=float(exact_r1),
+                test_split_R1=split['R1'],
+                test_split_mAP=split['mAP'],
+                test_split_mean_returned=split['mean_returned'],
+            )
+            log(
+                f'[{size}] {kind} nprobe={nprobe}: p50 {rec["p50_ms"]:.1f} ms, '
+                f'p95 {rec["p95_ms"]:.1f} ms (CPU p50 {rec["cpu_p50_ms"]:.1f}), '
+                f'recall@10 {recall:.4f}, R1 in gallery '
+                f'{r1_big:.2f} (exact {exact_r1:.2f}), test R1 {split["R1"]:.2f} '
+                f'mAP {split["mAP"]:.2f} (load {load:.1f})'
+            )
+            records.append(rec)
+            if args.out:
+                write_json(args.out + '.partial', dict(results=records))
+        del cand, empty
+        gc.collect()
+    return records
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config')
+    parser.add_argument('checkpoint', help='training checkpoint or published weights')
+    parser.add_argument('--data-root', default='data/synthpedes_small')
+    parser.add_argument(
+        '--index',
+        nargs='*',
+        default=[
+            '100000|flat',
+            '100000|ivf-sq8/1024|8,16,32,64',
+            '1000000|flat',
+            '1000000|ivf-sq8/1024|16,32,64,128',
+            '10000000|pcaq/64/4096|16,32,64',
+        ],
+        help='SIZE|KIND[|NPROBE,...]; KIND: flat, ivf-sq8/NLIST (GalleryIndex), '
+        'faiss:FACTORY or pcaq/RANK/NLIST',
+    )
+    parser.add_argument('--recall-queries', type=int, default=1600)
+    parser.add_argument('--timed-queries', type=int, default=200)
+    parser.add_argument('--warmup', type=int, default=10)
+    parser.add_argument(
+        '--time-budget',
+        type=float,
+        default=120.0,
+        help='seconds of timed searches per point (at least --min-queries); '
+        '0: no limit',
+    )
+    parser.add_argument('--min-queries', type=int, default=20)
+    parser.add_argument(
+        '--train-size',
+        type=int,
+        default=200_000,
+        help='at most this many synthetic vectors to train on',
+    )
+    parser.add_argument(
+        '--train-per-list',
+        type=int,
+        default=39,
+        help='training vectors per IVF cell (faiss asks >= 39)',
+    )
+    parser.add_argument('--chunk', type=int, default=100_000)
+    parser.add_argument('--rank', type=int, default=128)
+    parser.add_argument('--bandwidth', type=float, default=0.5)
+    parser.add_argument('--images-per-id', type=int, default=4)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=2,
+        help='faiss threads for training, adding, batch search',
+    )
+    parser.add_argument(
+        '--search-threads',
+        type=int,
+        default=2,
+        help='faiss threads for the timed single-query searches',
+    )
+    parser.add_argument('--max-flat-bytes', type=float, default=12e9)
+    parser.add_argument('--cache-dir', default='work_dirs/search_scale')
+    parser.add_argument('--out', default=None)
+    parser.add_argument('--plot', default=None, help='latency-vs-recall PNG')
+    parser.add_argument(
+        '--plot-title',
+        default='Text-to-image search at scale '
+        '(quick-start model embeddings, scaled up)',
+    )
+    parser.add_argument(
+        '--replot',
+        default=None,
+        metavar='JSON',
+        help='only print the table and plot of a recorded run',
+    )
+    return parser.parse_args(argv)
+
+
+def plot(records: List[Dict], path: str, title: str) -> None:
+    """Latency (p50, log scale) against recall@10, one line per gallery size
+    and index kind through its nprobe values; the targets as shaded boxes."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colours = {100_000: 'tab:blue', 1_000_000: 'tab:orange', 10_000_000: 'tab:red'}
+    markers = ['o', 's', '^', 'D', 'v', 'P', 'X']
+    lines: Dict[Tuple[int, str], List[Dict]] = {}
+    for r in records:
+        if r['status'] == 'ok':
+            lines.setdefault((r['gallery'], r['index']), []).append(r)
+    kinds = sorted({kind for _, kind in lines})
+    for (size, kind), recs in sorted(lines.items()):
+        recs = sorted(recs, key=lambda r: r['nprobe'] or 0)
+        ax.plot(
+            [r['p50_ms'] for r in recs],
+            [r['recall_at_10'] for r in recs],
+            marker=markers[kinds.index(kind) % len(markers)],
+            color=colours.get(size, 'black'),
+            label=f'{size:,} {kind}',
+        )
+        for r in recs:
+            if r['nprobe']:
+                ax.annotate(
+                    str(r['nprobe']),
+                    (r['p50_ms'], r['recall_at_10']),
+                    textcoords='offset points',
+                    xytext=(4, -10),
+                    fontsize=7,
+                )
+    for limit, recall, size in ((150, 0.99, 1_000_000), (50, 0.95, 10_000_000)):
+        ax.fill_between(
+            [1e-2, limit],
+            recall,
+            1.002,
+            color=colours[size],
+            alpha=0.08,
+            label=f'target {size:,}',
+        )
+    ax.set_xscale('log')
+    ax.set_xlabel('p50 latency per single-query search (ms, log)')
+    ax.set_ylabel('recall@10 against exact search')
+    ax.set_ylim(
+        min(
+            0.8,
+            min((r['recall_at_10'] for v in lines.values() for r in v), default=0.8),
+        ),
+        1.002,
+    )
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(fontsize=7, loc='lower right')
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f'wrote {path}')
+
+
+def print_table(records: List[Dict]) -> None:
+    """The Markdown table of a run: one row per index type and nprobe."""
+    headers = [
+        'gallery',
+        'index',
+        'nprobe',
+        'build s',
+        'B / image',
+        'p50 ms (wall)',
+        'p95 ms (wall)',
+        'p50 ms (CPU)',
+        'recall@10',
+        'R@1 in gallery',
+        'test R@1',
+        'test mAP',
+    ]
+    rows = []
+    for r in records:
+        if r['status'] != 'ok':
+            rows.append([f'{r["gallery"]:,}', r['index'], '', r['status']] + [''] * 8)
+            continue
+        rows.append(
+            [
+                f'{r["gallery"]:,}',
+                f'`{r["index"]}`',
+                r['nprobe'] or '',
+                f'{r["build_s"]:.0f}',
+                f'{r["bytes_per_image"]:,.0f}',
+                f'{r["p50_ms"]:.1f}',
+                f'{r["p95_ms"]:.1f}',
+                f'{r["cpu_p50_ms"]:.1f}' if 'cpu_p50_ms' in r else '',
+                f'{r["recall_at_10"]:.4f}',
+                f'{r["r1_in_gallery"]:.1f}',
+                f'{r["test_split_R1"]:.2f}',
+                f'{r["test_split_mAP"]:.2f}',
+            ]
+        )
+    print(markdown_table(headers, rows, align='llr' + 'r' * 9))
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    if args.replot:
+        with open(args.replot) as f:
+            recorded = json.load(f)
+        print_table(recorded['results'])
+        plot(recorded['results'], args.plot or 'search_scale.png', args.plot_title)
+        return
+    torch.set_num_threads(args.threads)
+    quiet_mmengine()
+    info = machine_info()
+    import faiss
+
+    info['faiss'] = faiss.__version__
+
+    def log(msg: str) -> None:
+        print(time.strftime('%H:%M:%S'), msg, flush=True)
+
+    data = cached_encoding(args)
+    shape = data['img_split'] != 'test'
+    gen = EmbeddingModel(
+        data['img'][shape],
+        data['img_pid'][shape],
+        int(data['embed_dims']),
+        float(data['fusion_weight']),
+        rank=args.rank,
+        bandwidth=args.bandwidth,
+        images_per_id=args.images_per_id,
+    )
+    log(
+        f'model fitted on {shape.sum()} images of '
+        f'{len(np.unique(data["img_pid"][shape]))} identities'
+    )
+    realism = fidelity(gen, data, args.seed)
+    for name, stats in realism.items():
+        log(f'{name}: ' + ', '.join(f'{k} {v:.3f}' for k, v in stats.items()))
+    by_size: Dict[int, list] = {}
+    for size, kind, nprobes in parse_specs(args.index):
+        by_size.setdefault(size, []).append((kind, nprobes))
+    records = []
+    for size, specs in by_size.items():
+        records += run_size(size, specs, gen, data, args, log)
+    print_table(records)
+    print('\n' + format_machine(info))
+    write_json(
+        args.out,
+        dict(
+            benchmark='search_scale',
+            machine=info,
+            args=vars(args),
+            fidelity=realism,
+            results=records,
+        ),
+    )
+    if args.plot:
+        plot(records, args.plot, args.plot_title)
+
+
+if __name__ == '__main__':
+    main()

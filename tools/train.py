@@ -13,6 +13,7 @@ checkpoint, evaluate the published file and search images with it.
 """
 
 import argparse
+import os.path as osp
 import sys
 from typing import Optional
 

@@ -40,7 +40,7 @@ model = dict(
 pipeline = [
     dict(type='ImagePipeline', transforms=[
         dict(type='LoadImageFromFile'), dict(type='Resize', scale=(32, 96))]),
-    dict(type='CleanCaption'),
+    dict(type='NormalizeCaption'),
     dict(type='TokenizeCaption', tokenizer={tokenizer!r}, max_length=16),
     dict(type='PackTBPSInputs'),
 ]

@@ -25,7 +25,8 @@ one at a time. The test metrics come back from the JSON that MMEngine's
 ``LoggerHook`` writes after the test epoch (``<work_dir>/<timestamp>/
 <timestamp>.json``); each run's result is kept in
 ``benchmarks/results/ablation_runs/e<N>/<row>_seed<S>.json`` so the benchmark
-resumes where it stopped (a run whose result exists is skipped). The script
+resumes where it stopped (a run whose result exists is skipped; ``--force``
+runs the selected rows and seeds again and replaces their results). The script
 then prints the table of mean +- std over the seeds, writes
 ``benchmarks/results/ablation.json`` and plots ``docs/images/ablation.png``.
 
@@ -40,6 +41,7 @@ Example:
     python benchmarks/ablation.py --epochs 2 --seeds 0 1 2
     python benchmarks/ablation.py --epochs 2 --seeds 0 --rows global fixed full
     python benchmarks/ablation.py --epochs 2 --seeds 0 1 2 --report-only
+    python benchmarks/ablation.py --epochs 5 --seeds 0 1 2 --rows full --force
 """
 
 import argparse
@@ -406,6 +408,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         'choice); 1 is faster on a shared 2-core machine',
     )
     parser.add_argument(
+        '--force',
+        action='store_true',
+        help='run the selected rows and seeds even where a result exists and '
+        'replace it (a rerun at the current code)',
+    )
+    parser.add_argument(
         '--report-only',
         action='store_true',
         help='train nothing: aggregate the results that exist',
@@ -436,7 +444,7 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         for row in args.rows:
             path = run_path(args.epochs, row, seed)
-            if osp.exists(path) or args.report_only:
+            if args.report_only or (osp.exists(path) and not args.force):
                 continue
             try:
                 record = run_one(

@@ -156,7 +156,7 @@ def ranked_entries(ranked: dict, topk: int) -> list:
                 caption=query.get('text'),
                 gt_label=query['gt_label'],
                 ap=float(ranked['ap'][q]),
-                first_correct_rank=int(ranked['first_rank'][q]),
+                first_correct_rank=float(ranked['first_rank'][q]),
                 topk=items,
             )
         )
@@ -185,7 +185,7 @@ def draw_worst_first(show_dir: str, entries: list, show_num: int) -> int:
         header = (
             f'query {entry["sample_idx"]} | person {entry["gt_label"]} | '
             f'AP {100 * entry["ap"]:.1f} | first correct at rank '
-            f'{entry["first_correct_rank"]}'
+            f'{entry["first_correct_rank"]:g}'
         )
         figure = draw_ranked_list(
             entry['caption'] or '',

@@ -113,10 +113,10 @@ def budget_options(epochs: int) -> List[str]:
     """``--cfg-options`` that shrink the quick-start schedule to ``epochs``.
 
     The schedule is one linear warm-up epoch then cosine decay to the end
-    (``configs/_base_/schedules/synth_cpu.py``); its end points are computed
-    when the base file is read, so they are overridden here with the epochs.
-    Only the final checkpoint is kept (the commonality / localisation
-    benchmarks load it).
+    (``configs/_base_/schedules/synth_cpu.py``); the cosine phase ends at
+    ``train_cfg.max_epochs`` (the Runner sets its end), so the epochs are
+    the one schedule option. Only the final checkpoint is kept (the
+    commonality / localisation benchmarks load it).
 
     Args:
         epochs (int): Training epochs, at least 2 (warm-up + cosine).
@@ -129,8 +129,6 @@ def budget_options(epochs: int) -> List[str]:
     return [
         f'train_cfg.max_epochs={epochs}',
         f'train_cfg.val_interval={epochs}',
-        f'param_scheduler.1.T_max={epochs - 1}',
-        f'param_scheduler.1.end={epochs}',
         f'default_hooks.checkpoint.interval={epochs}',
         'default_hooks.checkpoint.max_keep_ckpts=1',
         'default_hooks.checkpoint.save_best=None',

@@ -108,7 +108,11 @@ def _as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
 def _check_inputs(
     sim: ArrayLike, query_labels: ArrayLike, gallery_labels: ArrayLike
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validate shapes and values; return tensors on the similarity's device."""
+    """Validate shapes; return tensors on the similarity's device.
+
+    NaN scores are found later, in each chunk's sorted rows (where they sort
+    last), which costs no extra pass over the matrix.
+    """
     sim = _as_tensor(sim, 'sim')
     if sim.dim() != 2:
         raise ValueError(
@@ -135,9 +139,6 @@ def _check_inputs(
             f'cannot rank an empty problem: {num_queries} queries, '
             f'{num_gallery} gallery items'
         )
-    if sim.is_floating_point() and torch.isnan(sim).any():
-        rows = torch.isnan(sim).any(dim=1).nonzero().flatten()[:5].tolist()
-        raise ValueError(f'sim contains NaN scores (e.g. in query rows {rows})')
     device = sim.device
     return sim, query_labels.to(device), gallery_labels.to(device)
 
@@ -255,6 +256,7 @@ def query_rank_stats(
             first_correct[start : start + chunk_size],
             num_correct[start : start + chunk_size],
             harmonic,
+            start,
         )
         for start in range(0, num_queries, chunk_size)
     ]
@@ -286,6 +288,7 @@ def _chunk_rank_stats(
     first_correct: torch.Tensor,
     num_correct: torch.Tensor,
     harmonic: torch.Tensor,
+    row_offset: int = 0,
 ) -> Dict[str, torch.Tensor]:
     """The statistics of :func:`query_rank_stats` for one chunk of queries.
 
@@ -296,6 +299,7 @@ def _chunk_rank_stats(
             ``gallery_order``.
         num_correct (Tensor): (C,) length of that run (>= 1).
         harmonic (Tensor): (G + 1,) float64 harmonic numbers ``H(0..G)``.
+        row_offset (int): Index of the chunk's first query (for messages).
 
     Returns:
         dict[str, Tensor]: every key of :func:`query_rank_stats` but
@@ -315,6 +319,11 @@ def _chunk_rank_stats(
     # < each correct item, hence those strictly higher (``above``) and
     # those tied with it, itself included (``tied``).
     sorted_rows = _sort_rows(sim)
+    if sim.is_floating_point():
+        nan_rows = sorted_rows[:, -1].isnan()  # NaN sorts last
+        if bool(nan_rows.any()):
+            rows = (nan_rows.nonzero().flatten()[:5] + row_offset).tolist()
+            raise ValueError(f'sim contains NaN scores (e.g. in query rows {rows})')
     values = correct_scores.contiguous()
     not_higher = torch.searchsorted(sorted_rows, values, right=True)
     above = num_gallery - not_higher

@@ -30,7 +30,7 @@ train_pipeline = [
             ),
         ],
     ),
-    dict(type='CleanCaption'),
+    dict(type='CleanCaption', unescape_html=True),  # as OpenAI CLIP cleans text
     dict(type='TokenizeCaption', tokenizer=tokenizer_dir, max_length=max_length),
     dict(type='PackTBPSInputs'),
 ]
@@ -42,7 +42,7 @@ test_pipeline = [
             dict(type='Resize', scale=(img_scale[1], img_scale[0])),
         ],
     ),
-    dict(type='CleanCaption'),
+    dict(type='CleanCaption', unescape_html=True),  # as OpenAI CLIP cleans text
     dict(type='TokenizeCaption', tokenizer=tokenizer_dir, max_length=max_length),
     dict(type='PackTBPSInputs'),
 ]

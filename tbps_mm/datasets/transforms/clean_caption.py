@@ -1,10 +1,12 @@
-"""``CleanCaption``: whitespace normalisation and optional lower-casing.
+"""``CleanCaption``: whitespace normalisation, optional HTML unescaping and
+lower-casing.
 
 Example:
     >>> CleanCaption(lower_case=True)(dict(text='  A man\\n in  RED. '))['text']
     'a man in red.'
 """
 
+import html
 from typing import Optional
 
 from mmcv.transforms import BaseTransform
@@ -30,14 +32,18 @@ class CleanCaption(BaseTransform):
         lower_case (bool): Lower-case the caption. Leave it False when the
             tokenizer normalises case itself (CLIP, uncased BERT). Defaults
             to False.
+        unescape_html (bool): Replace HTML entities (``&amp;`` -> ``&``),
+            twice, as OpenAI CLIP's text cleaning does before its tokenizer
+            (transformers' CLIP tokenizer does not). Defaults to False.
 
     Example:
         >>> CleanCaption()(dict(text='a  woman\\twith a bag'))['text']
         'a woman with a bag'
     """
 
-    def __init__(self, lower_case: bool = False) -> None:
+    def __init__(self, lower_case: bool = False, unescape_html: bool = False) -> None:
         self.lower_case = lower_case
+        self.unescape_html = unescape_html
 
     def transform(self, results: dict) -> Optional[dict]:
         """Clean ``results['text']`` in place.
@@ -56,6 +62,8 @@ class CleanCaption(BaseTransform):
                 f'CleanCaption: {describe_sample(results)}: the caption must be '
                 f'a string, got {type(text).__name__}.'
             )
+        if self.unescape_html:
+            text = html.unescape(html.unescape(text))
         cleaned = ' '.join(text.split())
         if not cleaned:
             raise ValueError(
@@ -66,4 +74,7 @@ class CleanCaption(BaseTransform):
         return results
 
     def __repr__(self) -> str:
-        return f'{type(self).__name__}(lower_case={self.lower_case})'
+        return (
+            f'{type(self).__name__}(lower_case={self.lower_case}, '
+            f'unescape_html={self.unescape_html})'
+        )

@@ -343,6 +343,64 @@ def target_lines(
     return lines
 
 
+def paired_stats(records: List[Dict], row: str, other: str) -> Optional[Dict]:
+    """Paired R@1 difference ``row - other`` over the seeds both have run.
+
+    Returns the per-seed gaps, their mean, standard deviation and standard
+    error, and a two-sided paired t-test (``scipy.stats.ttest_rel``: the
+    mean gap over its standard error, n - 1 degrees of freedom); ``None``
+    with fewer than two shared seeds.
+    """
+    from scipy import stats
+
+    gaps = paired_gaps(records, row, other)
+    if len(gaps) < 2:
+        return None
+    by_seed = {
+        name: {r['seed']: r['metrics']['t2i/R1'] for r in records if r['row'] == name}
+        for name in (row, other)
+    }
+    seeds = sorted(gaps)
+    test = stats.ttest_rel(
+        [by_seed[row][s] for s in seeds], [by_seed[other][s] for s in seeds]
+    )
+    mean, std = mean_std(list(gaps.values()))
+    return dict(
+        seeds=seeds,
+        gaps=[round(gaps[s], 4) for s in seeds],
+        mean=mean,
+        std=std,
+        standard_error=std / len(seeds) ** 0.5,
+        t=float(test.statistic),
+        p=float(test.pvalue),
+    )
+
+
+def format_paired(records: List[Dict], rows: Sequence[str]) -> tuple:
+    """Markdown table of the full method's paired R@1 gaps to every other row."""
+    headers = ['full minus', 'seeds', 'per-seed gaps', 'mean', 'SE', 't', 'p']
+    lines, out = [], {}
+    for other in rows:
+        if other == 'full':
+            continue
+        result = paired_stats(records, 'full', other)
+        if result is None:
+            continue
+        out[other] = result
+        lines.append(
+            [
+                ROWS[other][0],
+                len(result['seeds']),
+                ', '.join(f'{g:+.1f}' for g in result['gaps']),
+                f'{result["mean"]:+.2f}',
+                f'{result["standard_error"]:.2f}',
+                f'{result["t"]:.2f}',
+                f'{result["p"]:.3f}',
+            ]
+        )
+    return markdown_table(headers, lines), out
+
+
 def plot(summary: Dict[str, Dict], records: List[Dict], path: str, epochs: int) -> None:
     """Bars of mean R@1 / mAP per row, with the std and each seed's value."""
     import matplotlib
@@ -475,6 +533,10 @@ def main(argv=None) -> int:
     print(table)
     for line in targets:
         print(line)
+    paired_table, paired = format_paired(records, args.rows)
+    if paired:
+        print('\nPaired R@1 gaps (same seed), two-sided paired t-test:\n')
+        print(paired_table)
     if failures:
         print('failed runs (rerun to retry): ' + ', '.join(failures))
     print('\n' + format_machine(info))
@@ -486,6 +548,8 @@ def main(argv=None) -> int:
             rows=summary,
             targets=targets,
             table=table,
+            paired=paired,
+            paired_table=paired_table,
             runs=records,
             machine=info,
         ),

@@ -7,7 +7,7 @@ Two questions, answered from the configs as users run them:
 
    - ``global-only``: no part queries (``head.num_parts=0``), no part losses,
      ``fusion_weight=0`` (what ``configs/_base_/models/global_vit-b16_clip.py``
-     does to the paper-style model);
+     does to the reference CLIP model);
    - ``parts``: the part decoder, but the losses on part outputs (L_CMR and
      any other) switched off: the decoder's own cost;
    - ``full``: the config as is (decoder + L_CMR).
@@ -39,7 +39,7 @@ Models (``--models``):
 
 - ``synth``: ``configs/tbps_synth.py`` (the quick start: a slim 3-stage
   ResNet at 128x48, 2-layer BERT, K = 4), batch 64;
-- ``clip-b16``: ``configs/tbps_cuhk.py``'s paper-style model (CLIP ViT-B/16 at
+- ``clip-b16``: ``configs/tbps_cuhk.py``'s reference CLIP model (CLIP ViT-B/16 at
   384x128 + the CLIP text transformer shape, K = 6), random init, on the CPU
   at a small batch (``--clip-batch``, default 8); full and global-only only,
   unless ``--variants`` says otherwise (three such models need ~8 GB).

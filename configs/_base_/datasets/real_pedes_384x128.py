@@ -3,7 +3,7 @@
 # rstpreid.py, which add the dataset type and data_root to each loader.
 # The text encoder's tokenizer: a local folder. The default is the text-side
 # folder that tools/model_converters/clip_to_tbps.py writes next to the
-# weights the paper-style model config loads (data/pretrained/clip-vit-b16).
+# weights the reference CLIP model config loads (data/pretrained/clip-vit-b16).
 tokenizer_dir = 'data/pretrained/clip-vit-b16/text_encoder'
 
 img_scale = (384, 128)  # (H, W)

@@ -1,4 +1,4 @@
-# Paper-style model: CLIP ViT-B/16 at 384x128 + the CLIP text transformer,
+# The reference CLIP recipe (ours): CLIP ViT-B/16 at 384x128 + the CLIP text transformer,
 # K = 6 shared part queries decoded by one 2-layer decoder for both
 # modalities, coarse + part embeddings, SDM + ID + commonality-margin ranking.
 #

@@ -10,7 +10,9 @@ one change, at one budget, from scratch):
 ``fixed015``  ... at 0.15: about the commonality margin's mean over the 4
               hardest negatives at the end of training (0.16 for the seed-0
               full model), so the control for "a smaller margin" alone
-``full``      parts (K = 4) with the commonality margin: the full method
+``full``      the full method: parts (K = 4), SDM on the coarse and the
+              fused embedding (ours), ID, the commonality margin over the 4
+              hardest negatives, BN neck, part diversity loss
 ``k2``        the full method with K = 2 part queries
 ``k6``        ... K = 6
 ``k8``        ... K = 8

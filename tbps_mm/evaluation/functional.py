@@ -1,6 +1,6 @@
 """Retrieval metrics of the TBPS protocol: the single implementation in tbps_mm.
 
-This module owns the field's numbers (R@K, mAP, mINP, DESIGN.md section 7).
+This module owns the field's numbers (R@K, mAP, mINP).
 Every other part of tbps_mm (the metric class, ``tools/test.py``, the
 benchmarks) calls these functions instead of re-implementing them.
 

@@ -94,7 +94,7 @@ def options(max_epochs: int) -> list:
         f'train_cfg.val_interval={max_epochs}',
         'default_hooks.logger.interval=1',
         'default_hooks.checkpoint.save_best=None',
-        'default_hooks.checkpoint.max_keep_ckpts=10',
+        'default_hooks.checkpoint.interval=5',  # epoch_5 and the last one
     ]
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         opts += [

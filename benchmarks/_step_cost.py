@@ -1,7 +1,7 @@
 """What the training-cost benchmarks share: the models they build and time.
 
-``train_step_cost.py`` (CPU, the quick-start and the paper-shaped model) and
-``gpu_paper_model.py`` (the paper-shaped model on a GPU) time the same
+``train_step_cost.py`` (CPU, the quick-start and the reference CLIP model) and
+``gpu_reference_model.py`` (the reference CLIP model on a GPU) time the same
 variants of the same configs:
 
 - :data:`MODELS_TO_RUN`: the config of each model, and the config that
@@ -138,10 +138,27 @@ def build_model(model_cfg, device: str) -> torch.nn.Module:
 
 def build_optim_wrapper(model: torch.nn.Module, optim_cfg, device: str):
     """The config's optimizer wrapper; ``AmpOptimWrapper`` becomes a plain
-    ``OptimWrapper`` off the GPU (MMEngine's AMP wrapper needs CUDA)."""
+    ``OptimWrapper`` off the GPU (MMEngine's AMP wrapper needs CUDA).
+
+    A variant without some modules of the config's model (global-only has no
+    part decoder) drops the lr multipliers of those modules, with a note:
+    the config's constructor rejects a key that matches no parameter.
+    """
     from mmengine.optim import build_optim_wrapper as mm_build
 
+    from tbps_mm.engine import parameter_names
+
     cfg = optim_cfg.deepcopy()
+    keys = cfg.get('paramwise_cfg', {}).get('custom_keys', {})
+    names = parameter_names(model)
+    absent = [k for k in keys if not any(k in n for n in names)]
+    for key in absent:
+        keys.pop(key)
+    if absent:
+        print(
+            f'{type(model).__name__} variant: no {", ".join(absent)}; '
+            'their lr multipliers are dropped'
+        )
     if cfg.get('type') == 'AmpOptimWrapper' and not device.startswith('cuda'):
         cfg.type = 'OptimWrapper'
         cfg.pop('loss_scale', None)

@@ -11,7 +11,9 @@ one change, at one budget, from scratch):
               hardest negatives at the end of training (which
               ``tools/analysis_tools/commonality_sanity.py`` reports), so the
               control for "a smaller margin" alone
-``full``      parts (K = 4) with the commonality margin: the full method
+``full``      the full method: parts (K = 4), SDM on the coarse and the
+              fused embedding (ours), ID, the commonality margin over the 4
+              hardest negatives, BN neck, part diversity loss
 ``k2``        the full method with K = 2 part queries
 ``k6``        ... K = 6
 ``k8``        ... K = 8
@@ -26,7 +28,8 @@ one at a time. The test metrics come back from the JSON that MMEngine's
 ``LoggerHook`` writes after the test epoch (``<work_dir>/<timestamp>/
 <timestamp>.json``); each run's result is kept in
 ``benchmarks/results/ablation_runs/e<N>/<row>_seed<S>.json`` so the benchmark
-resumes where it stopped (a run whose result exists is skipped). The script
+resumes where it stopped (a run whose result exists is skipped; ``--force``
+runs the selected rows and seeds again and replaces their results). The script
 then prints the table of mean +- std over the seeds, writes
 ``benchmarks/results/ablation.json`` and plots ``docs/images/ablation.png``.
 
@@ -41,6 +44,7 @@ Example:
     python benchmarks/ablation.py --epochs 2 --seeds 0 1 2
     python benchmarks/ablation.py --epochs 2 --seeds 0 --rows global fixed full
     python benchmarks/ablation.py --epochs 2 --seeds 0 1 2 --report-only
+    python benchmarks/ablation.py --epochs 5 --seeds 0 1 2 --rows full --force
 """
 
 import argparse
@@ -114,10 +118,10 @@ def budget_options(epochs: int) -> List[str]:
     """``--cfg-options`` that shrink the quick-start schedule to ``epochs``.
 
     The schedule is one linear warm-up epoch then cosine decay to the end
-    (``configs/_base_/schedules/synth_cpu.py``); its end points are computed
-    when the base file is read, so they are overridden here with the epochs.
-    Only the final checkpoint is kept (the commonality / localisation
-    benchmarks load it).
+    (``configs/_base_/schedules/synth_cpu.py``); the cosine phase ends at
+    ``train_cfg.max_epochs`` (the Runner sets its end), so the epochs are
+    the one schedule option. Only the final checkpoint is kept (the
+    commonality / localisation benchmarks load it).
 
     Args:
         epochs (int): Training epochs, at least 2 (warm-up + cosine).
@@ -130,8 +134,6 @@ def budget_options(epochs: int) -> List[str]:
     return [
         f'train_cfg.max_epochs={epochs}',
         f'train_cfg.val_interval={epochs}',
-        f'param_scheduler.1.T_max={epochs - 1}',
-        f'param_scheduler.1.end={epochs}',
         f'default_hooks.checkpoint.interval={epochs}',
         'default_hooks.checkpoint.max_keep_ckpts=1',
         'default_hooks.checkpoint.save_best=None',
@@ -314,6 +316,64 @@ def target_lines(
     return lines
 
 
+def paired_stats(records: List[Dict], row: str, other: str) -> Optional[Dict]:
+    """Paired R@1 difference ``row - other`` over the seeds both have run.
+
+    Returns the per-seed gaps, their mean, standard deviation and standard
+    error, and a two-sided paired t-test (``scipy.stats.ttest_rel``: the
+    mean gap over its standard error, n - 1 degrees of freedom); ``None``
+    with fewer than two shared seeds.
+    """
+    from scipy import stats
+
+    gaps = paired_gaps(records, row, other)
+    if len(gaps) < 2:
+        return None
+    by_seed = {
+        name: {r['seed']: r['metrics']['t2i/R1'] for r in records if r['row'] == name}
+        for name in (row, other)
+    }
+    seeds = sorted(gaps)
+    test = stats.ttest_rel(
+        [by_seed[row][s] for s in seeds], [by_seed[other][s] for s in seeds]
+    )
+    mean, std = mean_std(list(gaps.values()))
+    return dict(
+        seeds=seeds,
+        gaps=[round(gaps[s], 4) for s in seeds],
+        mean=mean,
+        std=std,
+        standard_error=std / len(seeds) ** 0.5,
+        t=float(test.statistic),
+        p=float(test.pvalue),
+    )
+
+
+def format_paired(records: List[Dict], rows: Sequence[str]) -> tuple:
+    """Markdown table of the full method's paired R@1 gaps to every other row."""
+    headers = ['full minus', 'seeds', 'per-seed gaps', 'mean', 'SE', 't', 'p']
+    lines, out = [], {}
+    for other in rows:
+        if other == 'full':
+            continue
+        result = paired_stats(records, 'full', other)
+        if result is None:
+            continue
+        out[other] = result
+        lines.append(
+            [
+                ROWS[other][0],
+                len(result['seeds']),
+                ', '.join(f'{g:+.1f}' for g in result['gaps']),
+                f'{result["mean"]:+.2f}',
+                f'{result["standard_error"]:.2f}',
+                f'{result["t"]:.2f}',
+                f'{result["p"]:.3f}',
+            ]
+        )
+    return markdown_table(headers, lines), out
+
+
 def plot(summary: Dict[str, Dict], records: List[Dict], path: str, epochs: int) -> None:
     """Bars of mean R@1 / mAP per row, with the std and each seed's value."""
     import matplotlib
@@ -377,6 +437,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         'choice); 1 is faster on a shared 2-core machine',
     )
     parser.add_argument(
+        '--force',
+        action='store_true',
+        help='run the selected rows and seeds even where a result exists and '
+        'replace it (a rerun at the current code)',
+    )
+    parser.add_argument(
         '--report-only',
         action='store_true',
         help='train nothing: aggregate the results that exist',
@@ -407,7 +473,7 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         for row in args.rows:
             path = run_path(args.epochs, row, seed)
-            if osp.exists(path) or args.report_only:
+            if args.report_only or (osp.exists(path) and not args.force):
                 continue
             try:
                 record = run_one(
@@ -440,6 +506,10 @@ def main(argv=None) -> int:
     print(table)
     for line in targets:
         print(line)
+    paired_table, paired = format_paired(records, args.rows)
+    if paired:
+        print('\nPaired R@1 gaps (same seed), two-sided paired t-test:\n')
+        print(paired_table)
     if failures:
         print('failed runs (rerun to retry): ' + ', '.join(failures))
     print('\n' + format_machine(info))
@@ -451,6 +521,8 @@ def main(argv=None) -> int:
             rows=summary,
             targets=targets,
             table=table,
+            paired=paired,
+            paired_table=paired_table,
             runs=records,
             machine=info,
         ),

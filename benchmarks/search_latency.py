@@ -23,7 +23,7 @@ Models (``--model``):
 
 - ``synth`` (default): ``configs/tbps_synth.py`` (D = 256, K = 4, 2-layer
   BERT-style text encoder), random init, with the SynthPedes tokenizer;
-- ``clip-b16``: the paper-style model of ``configs/tbps_cuhk.py`` (D = 512,
+- ``clip-b16``: the reference CLIP model of ``configs/tbps_cuhk.py`` (D = 512,
   K = 6, the 12-layer CLIP text transformer shape), random init; the
   SynthPedes word-level tokenizer stands in for CLIP's BPE (no CLIP files
   are available offline), which changes tokenization cost only marginally.

@@ -40,7 +40,7 @@ Models (``--models``):
 
 - ``synth``: ``configs/tbps_synth.py`` (the quick start: a slim 3-stage
   ResNet at 128x48, 2-layer BERT, K = 4), batch 64;
-- ``clip-b16``: ``configs/tbps_cuhk.py``'s paper-style model (CLIP ViT-B/16 at
+- ``clip-b16``: ``configs/tbps_cuhk.py``'s reference CLIP model (CLIP ViT-B/16 at
   384x128 + the CLIP text transformer shape, K = 6), random init, on the CPU
   at a small batch (``--clip-batch``, default 8); full and global-only only,
   unless ``--variants`` says otherwise (three such models at once need

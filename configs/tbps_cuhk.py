@@ -1,6 +1,6 @@
 # Recipe: partq_vit-base-p16_clip-pre_1xb64-amp-cos-60e_cuhk-pedes-384x128
 #
-# The paper-style model on CUHK-PEDES: CLIP ViT-B/16 image encoder at 384x128,
+# The reference CLIP recipe (ours) on CUHK-PEDES: CLIP ViT-B/16 at 384x128,
 # CLIP text transformer, K = 6 shared part queries, SDM + ID +
 # commonality-margin ranking, IRRA's schedule (Adam 1e-5, x5 for new modules,
 # 60 epochs, 5 warm-up, cosine, AMP). Needs the dataset (docs/datasets.md) and

@@ -1,6 +1,6 @@
 # Recipe: partq_vit-base-p16_clip-pre_1xb64-amp-cos-60e_icfg-pedes-384x128
 #
-# The paper-style model on ICFG-PEDES (see configs/tbps_cuhk.py for the model
+# The reference CLIP recipe (ours) on ICFG-PEDES (see configs/tbps_cuhk.py for the model
 # and schedule). ICFG-PEDES has no val split: its val loader evaluates on the
 # test split, as the field does; checkpoints selected by it are selected on test.
 _base_ = [

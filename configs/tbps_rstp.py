@@ -1,6 +1,6 @@
 # Recipe: partq_vit-base-p16_clip-pre_1xb64-amp-cos-60e_rstpreid-384x128
 #
-# The paper-style model on RSTPReid (see configs/tbps_cuhk.py for the model
+# The reference CLIP recipe (ours) on RSTPReid (see configs/tbps_cuhk.py for the model
 # and schedule). Validates on the val split; report test with tools/test.py.
 _base_ = [
     '_base_/models/partq_vit-b16_clip.py',

@@ -51,6 +51,14 @@ def test_normalize_caption_normalises_whitespace_and_case():
     assert out['text'] == 'a man in red.'
 
 
+def test_normalize_caption_unescapes_html_as_clip_does():
+    # OpenAI CLIP unescapes twice before tokenizing: '&amp;amp;' -> '&'.
+    text = 'a coat &amp; a bag &amp;amp; shoes&nbsp;'
+    out = NormalizeCaption(unescape_html=True)(dict(text=text))
+    assert out['text'] == 'a coat & a bag & shoes'
+    assert NormalizeCaption()(dict(text=text))['text'] == text.strip()
+
+
 def test_normalize_caption_ignores_items_without_text():
     item = dict(img_path='a.jpg', image_id=1)
     assert NormalizeCaption()(dict(item)) == item

@@ -3,21 +3,27 @@
 A tiny random CLIP is built with transformers and saved (no download); the
 converter turns it (and its OpenAI-layout twin) into tbps_mm weights, which a
 TBPSRetriever loads through its config's ``init_cfg`` / ``pretrained``; the
-normalised coarse features must equal the source model's.
+normalised coarse features must equal the source model's. An OpenAI-layout
+source (a state dict, or a TorchScript archive as OpenAI ships) gets CLIP's
+tokenizer built from open-clip-torch's BPE file, and the reference
+pipeline's caption transforms then give OpenCLIP's token ids.
 """
 
 import importlib.util
 import os.path as osp
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel
 
-from tbps_mm.registry import MODELS
+from tbps_mm.registry import MODELS, TRANSFORMS
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-VOCAB, EOS, BOS = 64, 63, 62
+# CLIP's vocabulary size: the converter writes CLIP's tokenizer and checks
+# that it fits the text tower.
+VOCAB, EOS, BOS = 49408, 49407, 49406
 
 
 def _load_converter():
@@ -171,12 +177,17 @@ def test_transformers_folder_matches_source(tmp_path):
     src = str(tmp_path / 'hf_clip')
     clip.save_pretrained(src)
     (tmp_path / 'hf_clip' / 'tokenizer_config.json').write_text('{}')
-    meta = converter.convert(src, str(tmp_path / 'out'))
+    # A tokenizer folder to copy (a bare tokenizer_config.json is no tokenizer).
+    tok_dir = tmp_path / 'clip_tokenizer'
+    converter.write_tokenizer_from_bpe(converter.find_open_clip_bpe(), str(tok_dir))
+    with pytest.raises(FileNotFoundError, match='not a transformers CLIP tokenizer'):
+        converter.convert(src, str(tmp_path / 'out'), tokenizer_dir=src)
+    meta = converter.convert(src, str(tmp_path / 'out'), tokenizer_dir=str(tok_dir))
     assert meta['head'] == dict(
         image_in_channels=48, text_in_channels=32, embed_dims=24, coarse_bias=False
     )
-    assert meta['tokenizer_files'] == ['tokenizer_config.json']
-    assert osp.isfile(tmp_path / 'out' / 'text_encoder' / 'tokenizer_config.json')
+    assert 'vocab.json' in meta['tokenizer_files']
+    assert osp.isfile(tmp_path / 'out' / 'text_encoder' / 'merges.txt')
     # The image side is weights-only (safe to load with torch's default).
     state = torch.load(tmp_path / 'out' / 'clip_tbps.pth', weights_only=True)
     assert state['image_encoder.pos_embed'].shape == (1, 17, 48)
@@ -217,3 +228,82 @@ def test_missing_source_is_a_clear_error(tmp_path):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(FileNotFoundError, match='lacks config.json'):
         converter.convert(str(tmp_path / 'empty'), str(tmp_path / 'out'))
+
+
+CAPTIONS = [
+    "A woman in a RED coat, carrying a bag; she's wearing black shoes!",
+    '  The man  wears\n a white T-shirt and blue jeans (2 pockets).',
+    'Café-style naïve jacket, 100% wool &amp; über-long scarf',
+    # Longer than CLIP's 77-token context: cut, end-of-text kept.
+    ' '.join(['the young man walks with a black backpack and grey trousers'] * 12),
+]
+
+
+def _torchscript_archive(state_dict: dict, path: str) -> None:
+    """Save ``state_dict`` as a TorchScript archive, as OpenAI ships CLIP."""
+    root = torch.nn.Module()
+    for key, value in state_dict.items():
+        *path_parts, leaf = key.split('.')
+        module = root
+        for part in path_parts:
+            if not hasattr(module, part):
+                module.add_module(part, torch.nn.Module())
+            module = getattr(module, part)
+        module.register_buffer(leaf, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)
+        torch.jit.save(torch.jit.script(root), path)
+
+
+@pytest.mark.parametrize('archive', [False, True])
+def test_openai_checkpoint_tokenizes_as_openai_clip(tmp_path, archive):
+    open_clip = pytest.importorskip('open_clip')
+    clip = _tiny_clip()
+    state = _hf_to_openai(clip.state_dict())
+    path = str(tmp_path / 'ViT-tiny.pt')
+    if archive:
+        state['input_resolution'] = torch.tensor(32)
+        _torchscript_archive(state, path)
+    else:
+        torch.save(state, path)
+    out = tmp_path / 'out'
+    meta = converter.convert(path, str(out), vision_heads=4, text_heads=4)
+    assert meta['tokenizer']['source'] == 'bpe_simple_vocab_16e6.txt.gz'
+    if archive:  # the weights came through the TorchScript reader
+        _check_features(clip, _retriever(str(out)))
+
+    # The reference config's caption transforms, pointed at the new folder.
+    from mmengine.config import Config
+
+    data_cfg = Config.fromfile(
+        osp.join(REPO, 'configs', '_base_', 'datasets', 'real_pedes_384x128.py')
+    )
+    steps = [
+        dict(t, tokenizer=str(out / 'text_encoder'))
+        if t['type'] == 'TokenizeCaption'
+        else dict(t)
+        for t in data_cfg.test_pipeline
+        if t['type'] in ('NormalizeCaption', 'TokenizeCaption')
+    ]
+    assert [t['type'] for t in steps] == ['NormalizeCaption', 'TokenizeCaption']
+    transforms = [TRANSFORMS.build(t) for t in steps]
+    reference = open_clip.get_tokenizer('ViT-B-16')
+    for caption in CAPTIONS:
+        item = dict(text=caption)
+        for t in transforms:
+            item = t(item)
+        expected = reference([caption])[0]
+        length = int((expected != 0).sum())  # OpenAI pads with id 0
+        assert item['text_mask'].tolist() == [1] * length + [0] * (77 - length)
+        assert item['text_ids'][:length].tolist() == expected[:length].tolist()
+    assert length == 77 and item['text_ids'][76] == EOS
+
+
+def test_no_tokenizer_source_says_what_to_do(tmp_path, monkeypatch):
+    clip = _tiny_clip()
+    path = str(tmp_path / 'ViT-tiny.pt')
+    torch.save(_hf_to_openai(clip.state_dict()), path)
+    monkeypatch.setattr(converter, 'find_open_clip_bpe', lambda: None)
+    with pytest.raises(FileNotFoundError, match='pip install open-clip-torch'):
+        converter.convert(path, str(tmp_path / 'out'), vision_heads=4, text_heads=4)
+    assert not (tmp_path / 'out').exists()  # nothing half-written

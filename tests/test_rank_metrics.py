@@ -1,11 +1,13 @@
 """Tests of tbps_mm.evaluation.functional: the field's retrieval numbers."""
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from tbps_mm.evaluation import functional
 from tbps_mm.evaluation.functional import (
     auto_chunk_size,
     query_rank_stats,
@@ -19,29 +21,72 @@ from tbps_mm.evaluation.rerank import KReciprocalReranker, k_reciprocal_rerank
 def reference_metrics(sim, query_labels, gallery_labels, topk=(1, 5, 10)):
     """Brute force: argsort every row, walk the ranked correctness vector.
 
-    Among equal scores the correct items come first (the documented tie rule).
+    The argsort protocol of TBPS code; equal scores are ordered correct first
+    here, which only matters when a correct item ties an incorrect one.
     """
+    per_query = reference_per_query(sim, query_labels, gallery_labels, topk)
+    return summarize_reference(per_query, topk)
+
+
+def reference_per_query(sim, query_labels, gallery_labels, topk, incorrect_first=False):
+    """(hits per K, AP, INP) of every query under one order of the ties."""
     sim = np.asarray(sim)
     query_labels = np.asarray(query_labels)
     gallery_labels = np.asarray(gallery_labels)
-    first_ranks, aps, inps = [], [], []
+    out = []
     for q in range(sim.shape[0]):
         correct = gallery_labels == query_labels[q]
-        # lexsort: last key is primary (score descending), then correct first.
-        order = np.lexsort((~correct, -sim[q]))
-        ranked = correct[order]
-        positions = np.flatnonzero(ranked) + 1  # 1-based ranks of correct items
-        ap = 0.0
-        for j, rank in enumerate(positions.tolist(), start=1):
-            ap += j / rank
-        aps.append(ap / len(positions))
-        inps.append(len(positions) / int(positions[-1]))
-        first_ranks.append(int(positions[0]))
-    num = len(first_ranks)
-    out = {f'R{k}': 100.0 * sum(r <= k for r in first_ranks) / num for k in topk}
-    out['mAP'] = 100.0 * math.fsum(aps) / num
-    out['mINP'] = 100.0 * math.fsum(inps) / num
+        # lexsort: last key is primary (score descending), then the tie key.
+        order = np.lexsort((correct if incorrect_first else ~correct, -sim[q]))
+        out.append(walk(correct[order], topk))
     return out
+
+
+def walk(ranked, topk):
+    """(hits per K, AP, INP) of one ranked correctness vector."""
+    positions = np.flatnonzero(ranked) + 1  # 1-based ranks of correct items
+    ap = 0.0
+    for j, rank in enumerate(positions.tolist(), start=1):
+        ap += j / rank
+    hits = [float(positions[0] <= k) for k in topk]
+    return hits, ap / len(positions), len(positions) / int(positions[-1])
+
+
+def summarize_reference(per_query, topk):
+    num = len(per_query)
+    out = {
+        f'R{k}': 100.0 * sum(h[i] for h, _, _ in per_query) / num
+        for i, k in enumerate(topk)
+    }
+    out['mAP'] = 100.0 * math.fsum(ap for _, ap, _ in per_query) / num
+    out['mINP'] = 100.0 * math.fsum(inp for _, _, inp in per_query) / num
+    return out
+
+
+def expected_over_all_orders(sim, query_labels, gallery_labels, topk):
+    """Exact expectation over every order of tied items (small galleries).
+
+    Every permutation of the gallery, then a stable sort by descending score,
+    gives each order of the tied items equally often.
+    """
+    sim = np.asarray(sim, dtype=np.float64)
+    num_gallery = sim.shape[1]
+    totals = []
+    for q in range(sim.shape[0]):
+        correct = np.asarray(gallery_labels) == query_labels[q]
+        runs = []
+        for perm in itertools.permutations(range(num_gallery)):
+            order = sorted(perm, key=lambda g: -sim[q, g])  # stable
+            runs.append(walk(correct[order], topk))
+        hits = [sum(h[i] for h, _, _ in runs) / len(runs) for i in range(len(topk))]
+        totals.append(
+            (
+                hits,
+                sum(ap for _, ap, _ in runs) / len(runs),
+                sum(inp for _, _, inp in runs) / len(runs),
+            )
+        )
+    return summarize_reference(totals, topk)
 
 
 def test_hand_worked_query():
@@ -69,32 +114,132 @@ def test_two_queries_mean_and_recall():
     assert m['mINP'] == pytest.approx(100 * (2 / 3 + 1 / 4) / 2)
 
 
-def test_ties_are_excluded():
-    # A correct item tied with incorrect ones is ranked before them.
-    m = rank_metrics([[0.5, 0.5, 0.5]], [1], [0, 1, 0], topk=(1,))
-    assert m == {'R1': 100.0, 'mAP': 100.0, 'mINP': 100.0}
-    # One incorrect item strictly higher, two correct tied with an incorrect:
-    # ranks 2 and 3 -> AP (1/2 + 2/3)/2, INP 2/3, whatever the column order.
+def test_ties_hand_worked():
+    # One correct item tied with two incorrect ones: rank 1, 2 or 3, each
+    # with probability 1/3 -> R@1 1/3, AP = INP = (1 + 1/2 + 1/3) / 3.
+    m = rank_metrics([[0.5, 0.5, 0.5]], [1], [0, 1, 0], topk=(1, 2, 3))
+    assert m['R1'] == pytest.approx(100 / 3)
+    assert m['R2'] == pytest.approx(200 / 3)
+    assert m['R3'] == 100.0
+    assert m['mAP'] == pytest.approx(100 * 11 / 18)
+    assert m['mINP'] == pytest.approx(100 * 11 / 18)
+    # One incorrect item strictly higher, then two correct tied with one
+    # incorrect at ranks 2-4. The incorrect one is at rank 2, 3 or 4:
+    # correct at (3, 4): AP (1/3 + 2/4)/2, INP 2/4; (2, 4): AP (1/2 + 2/4)/2,
+    # INP 2/4; (2, 3): AP (1/2 + 2/3)/2, INP 2/3. Whatever the column order.
     for gallery, sim in (
         ([0, 1, 1, 0], [0.9, 0.5, 0.5, 0.5]),
         ([0, 0, 1, 1], [0.5, 0.9, 0.5, 0.5]),
     ):
         stats = query_rank_stats([sim], [1], gallery)
-        assert stats['first_rank'].tolist() == [2]
-        assert stats['last_rank'].tolist() == [3]
-        assert stats['ap'].item() == pytest.approx((1 / 2 + 2 / 3) / 2)
-        assert stats['inp'].item() == pytest.approx(2 / 3)
+        assert stats['ap'].item() == pytest.approx(0.5)
+        assert stats['inp'].item() == pytest.approx((1 / 2 + 1 / 2 + 2 / 3) / 3)
+        # First correct at 2 (p 2/3) or 3; last at 4 (p 2/3) or 3.
+        assert stats['first_rank'].item() == pytest.approx(2 + 1 / 3)
+        assert stats['last_rank'].item() == pytest.approx(4 - 1 / 3)
+        assert stats['tied'].tolist() == [True]
+        m = rank_metrics([sim], [1], gallery, topk=(1, 2, 3))
+        assert (m['R1'], m['R3']) == (0.0, 100.0)
+        assert m['R2'] == pytest.approx(200 / 3)
 
 
-def test_ties_match_reference_on_quantised_scores():
-    gen = torch.Generator().manual_seed(3)
-    sim = torch.randint(0, 4, (40, 30), generator=gen).float()  # many ties
-    gallery = torch.randint(0, 5, (30,), generator=gen)
-    gallery[:5] = torch.arange(5)
-    queries = torch.randint(0, 5, (40,), generator=gen)
-    assert rank_metrics(sim, queries, gallery) == reference_metrics(
-        sim.numpy(), queries.numpy(), gallery.numpy()
+def test_ties_among_correct_items_change_nothing():
+    m = rank_metrics([[0.9, 0.9, 0.1, 0.2]], [1], [1, 1, 0, 0], topk=(1,))
+    assert m == {'R1': 100.0, 'mAP': 100.0, 'mINP': 100.0}
+    stats = query_rank_stats([[0.3, 0.9, 0.9, 0.1]], [1], [0, 1, 1, 1])
+    assert stats['tied'].tolist() == [False]
+    assert stats['ap'].item() == (1 / 1 + 2 / 2 + 3 / 4) / 3
+    assert stats['inp'].item() == 3 / 4
+
+
+def test_constant_scores_give_chance():
+    # A collapsed model: every score equal. 10 ids x 3 images, 2 captions
+    # per id; each query has 3 correct items among 30.
+    gallery = torch.arange(10).repeat(3)
+    queries = torch.arange(10).repeat(2)
+    sim = torch.full((20, 30), 0.25)
+    m = rank_metrics(sim, queries, gallery, topk=(1, 5, 10))
+    assert m['R1'] == pytest.approx(100 * 3 / 30)
+    # R@K = 1 - C(27, K) / C(30, K).
+    for k in (5, 10):
+        assert m[f'R{k}'] == pytest.approx(
+            100 * (1 - math.comb(27, k) / math.comb(30, k))
+        )
+    # Against a random ranking, drawn many times (an independent estimate).
+    rng = np.random.default_rng(0)
+    correct = np.zeros(30, bool)
+    correct[:3] = True
+    draws = [walk(rng.permutation(correct), (1,)) for _ in range(20000)]
+    assert m['mAP'] == pytest.approx(100 * np.mean([d[1] for d in draws]), abs=0.5)
+    assert m['mINP'] == pytest.approx(100 * np.mean([d[2] for d in draws]), abs=0.5)
+    # At chance, nowhere near the 100 an order favouring correct items gives.
+    assert m['R1'] <= 100 * 3 / 30 + 1e-9 and m['mAP'] < 25 and m['mINP'] < 25
+
+
+def test_small_problems_equal_every_order_enumerated():
+    gen = torch.Generator().manual_seed(5)
+    for trial in range(6):
+        sim = torch.randint(0, 3, (3, 6), generator=gen).double()
+        gallery = torch.tensor([0, 1, 2, 0, 1, trial % 3])
+        queries = torch.randint(0, 3, (3,), generator=gen)
+        expected = expected_over_all_orders(
+            sim.numpy(), queries.numpy(), gallery.numpy(), (1, 2, 4)
+        )
+        got = rank_metrics(sim, queries, gallery, topk=(1, 2, 4))
+        assert got == pytest.approx(expected, abs=1e-10)
+
+
+def test_rounded_scores_cannot_read_higher():
+    # Scores without signal rounded to two levels: an order that puts correct
+    # items first among ties would read far above chance.
+    gen = torch.Generator().manual_seed(6)
+    gallery = torch.arange(20).repeat(2)
+    queries = torch.arange(20).repeat(2)
+    sim = torch.rand(40, 40, generator=gen)
+    rounded = sim.round()
+    optimistic = reference_metrics(rounded.numpy(), queries.numpy(), gallery.numpy())
+    pessimistic = summarize_reference(
+        reference_per_query(
+            rounded.numpy(),
+            queries.numpy(),
+            gallery.numpy(),
+            (1, 5, 10),
+            incorrect_first=True,
+        ),
+        (1, 5, 10),
     )
+    m = rank_metrics(rounded, queries, gallery)
+    for key in m:
+        assert pessimistic[key] - 1e-9 <= m[key] <= optimistic[key] + 1e-9
+    # Mean over random tie orders (jitter below the rounding step).
+    draws = [
+        reference_metrics(
+            (rounded + 1e-3 * torch.rand(40, 40, generator=gen)).numpy(),
+            queries.numpy(),
+            gallery.numpy(),
+        )
+        for _ in range(300)
+    ]
+    for key in m:
+        assert m[key] == pytest.approx(np.mean([d[key] for d in draws]), abs=1.0)
+    # Near chance (2 correct of 40), while the optimistic order reads R@1 ~ 80.
+    assert m['R1'] < 15 and optimistic['R1'] > 50
+    assert rank_metrics(sim, queries, gallery)['R1'] < 15
+
+
+def test_tie_warning_counts_queries(monkeypatch):
+    logged = []
+    monkeypatch.setattr(
+        functional, 'print_log', lambda msg, **kwargs: logged.append(msg)
+    )
+    sim = [[0.5, 0.5, 0.1], [0.9, 0.5, 0.5], [0.2, 0.7, 0.7]]
+    # Query 0 ties its correct item (0) with an incorrect one (1); query 1's
+    # correct item is alone at the top; query 2's correct items tie each other.
+    rank_metrics(sim, [0, 0, 1], [0, 1, 1])
+    assert logged and logged[0].startswith('1 of 3 queries')
+    logged.clear()
+    rank_metrics([[0.3, 0.2]], [0], [0, 1])
+    assert logged == []
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.int64])
@@ -105,7 +250,10 @@ def test_random_equals_bruteforce_exactly(dtype):
     gallery[:num_ids] = torch.arange(num_ids)  # every id has an image
     queries = torch.randint(0, num_ids, (num_queries,), generator=gen)
     if dtype == torch.int64:
-        sim = torch.randint(-50, 50, (num_queries, num_gallery), generator=gen)
+        # Distinct integers per row: no ties, so one ranking.
+        sim = torch.stack(
+            [torch.randperm(num_gallery, generator=gen) for _ in range(num_queries)]
+        )
     else:
         sim = torch.randn(num_queries, num_gallery, generator=gen, dtype=dtype)
     expected = reference_metrics(sim.numpy(), queries.numpy(), gallery.numpy())

@@ -1,7 +1,8 @@
 """Training machinery: the Runner that reads its checkpoints on torch >= 2.6,
-the hooks, what entry scripts share (common arguments, config checks,
-CPU-safe distributed set-up) and the reader of what a run wrote into its work
-dir."""
+the hooks, the optimizer-wrapper constructor that rejects learning-rate
+multipliers matching no parameter, what entry scripts share (common arguments,
+config checks, CPU-safe distributed set-up) and the reader of what a run wrote
+into its work dir."""
 
 from .hooks import RankedListHook
 from .launch import (
@@ -14,18 +15,21 @@ from .launch import (
     setup_distributed,
     teardown_distributed,
 )
+from .optim_wrapper_constructor import TBPSOptimWrapperConstructor, parameter_names
 from .run_logs import list_test_metrics, read_scalars, read_test_metrics
 from .tbps_runner import TBPSRunner
 
 __all__ = [
     'LaunchError',
     'RankedListHook',
+    'TBPSOptimWrapperConstructor',
     'TBPSRunner',
     'add_launch_args',
     'build_runner',
     'check_checkpoint',
     'list_test_metrics',
     'load_config',
+    'parameter_names',
     'read_scalars',
     'read_test_metrics',
     'resolve_work_dir',

@@ -8,34 +8,57 @@ Protocol, for each query (a row of ``sim``):
 
 - a gallery item is *correct* when its label equals the query's label;
 - the gallery is ranked by similarity, larger first;
-- **tie rule** ("ties excluded"): a gallery item is ranked above a correct
-  item only when its score is *strictly* higher. Equivalently, the ranking is
-  the descending sort of the scores in which, among equal scores, the correct
-  items come before the incorrect ones. Correct items tied with each other
-  take consecutive ranks, so the rank of the ``j``-th correct item (1-based,
-  correct items by descending score) is
-  ``j + #{incorrect items scored strictly higher than it}``;
 - R@K: percentage of queries whose first correct item has rank <= K;
-- AP: mean over the correct items of ``j / rank_j``; mAP the mean over queries;
+- AP: mean over the correct items of ``j / rank_j`` (``j``-th correct item);
+  mAP the mean over queries;
 - INP: ``n / rank_n`` (``n`` correct items, ``rank_n`` the rank of the last);
   mINP the mean over queries;
 - every query must have at least one correct gallery item (the field's
   protocol always has one); a query without one raises ``ValueError`` naming
   it, since AP and INP are undefined for it.
 
-No argsort of the similarity matrix is needed: the rank of a correct item is
-one plus the number of gallery scores strictly above it, found by a binary
-search in the query's sorted scores (values only; no index matrix). Sorting a
-chunk's rows (numpy's SIMD sort on the CPU) costs less than comparing every
-score with every correct item's score once a query has more than a couple of
-correct items. Queries are processed in chunks whose size is chosen from a
-memory budget, so a 19,848 x 19,848 problem (ICFG-PEDES) runs in bounded
-memory (256 MiB of temporaries by default).
+**Tie rule: expectation under a random order of tied items.** An argsort
+(IRRA's ``rank()``) puts equal scores in an arbitrary order; here every
+number is its expectation over all orders of the tied items, each equally
+likely, so ties can neither help nor hurt a model on average. A model that
+gives every item the same score gets chance-level numbers, not 100. For one
+group of ``t`` tied items holding ``c`` correct ones, with ``A`` items
+(``a`` of them correct) scored strictly higher:
+
+- R@K: the probability that a correct item is within the first ``K``, i.e.
+  for the group holding the best correct score (``a = 0``),
+  ``1 - C(t - c, m) / C(t, m)`` with ``m = clip(K - A, 0, t)``
+  (hypergeometric: none of the group's first ``m`` places is correct);
+- AP: position ``i`` of the group (``A < i <= A + t``) holds a correct item
+  with probability ``c / t``, and given that, ``(i - A - 1) (c - 1) / (t - 1)``
+  correct items of the group precede it in expectation, so the group adds
+  ``(c / t) sum_i (a + 1 + (i - A - 1) (c - 1) / (t - 1)) / i`` to the sum
+  of precisions: a closed form in harmonic numbers (McSherry and Najork,
+  "Computing information retrieval performance measures efficiently in the
+  presence of tied scores", ECIR 2008);
+- INP: the last correct item is at ``A + L`` where ``L``, the largest of
+  ``c`` random places among ``t``, has ``P(L = l) = C(l - 1, c - 1) / C(t, c)``;
+  the expectation of ``n / (A + L)`` is summed over ``l``.
+
+When no correct item ties with an incorrect one (continuous scores), every
+order gives the same ranking and the numbers are those of an argsort of the
+scores, computed by the same operations as the argsort protocol's (``j /
+rank_j``, ``n / rank_n``, hit counts), so they are equal to it as floats.
+Ties among correct items only do not change any number.
+
+No argsort of the similarity matrix is needed: the items scored strictly
+higher than a correct item and those tied with it are counted by two binary
+searches in the query's sorted scores (values only; no index matrix).
+Sorting a chunk's rows (numpy's SIMD sort on the CPU) costs less than
+comparing every score with every correct item's score once a query has more
+than a couple of correct items. Queries are processed in chunks whose size
+is chosen from a memory budget, so a 19,848 x 19,848 problem (ICFG-PEDES)
+runs in bounded memory (256 MiB of temporaries by default).
 
 Per-query AP is summed left to right with ``cumsum`` (trailing zero padding
 cannot change the sum) and the means over queries use correctly rounded
-summation (``math.fsum``), so the numbers are bit-identical whatever the
-chunk size and whatever order the queries arrived in.
+summation (``math.fsum``), so the numbers do not depend on the chunk size or
+on the order the queries arrived in.
 
 Written by hand because neither MMEngine nor MMPretrain offers
 text-to-image retrieval metrics with mAP/mINP over labelled galleries
@@ -43,17 +66,23 @@ text-to-image retrieval metrics with mAP/mINP over labelled galleries
 
 Example:
     >>> import torch
-    >>> from tbps_mm.evaluation.functional import rank_metrics
+    >>> from tbps_mm.evaluation.functional import query_rank_stats, rank_metrics
     >>> sim = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.3, 0.7]])
     >>> rank_metrics(sim, [0, 1], [0, 1, 1], topk=(1, 2))['R1']
     100.0
+    >>> # Every score equal: the correct item's expected rank is the middle
+    >>> # one (rank_metrics would give R@1 = 25, chance, and log a warning).
+    >>> query_rank_stats([[0.5, 0.5, 0.5, 0.5]], [1], [0, 1, 0, 0])['first_rank']
+    tensor([2.5000], dtype=torch.float64)
 """
 
+import logging
 import math
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from mmengine.logging import print_log
 
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence]
 
@@ -79,7 +108,11 @@ def _as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
 def _check_inputs(
     sim: ArrayLike, query_labels: ArrayLike, gallery_labels: ArrayLike
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validate shapes and values; return tensors on the similarity's device."""
+    """Validate shapes; return tensors on the similarity's device.
+
+    NaN scores are found later, in each chunk's sorted rows (where they sort
+    last), which costs no extra pass over the matrix.
+    """
     sim = _as_tensor(sim, 'sim')
     if sim.dim() != 2:
         raise ValueError(
@@ -106,9 +139,6 @@ def _check_inputs(
             f'cannot rank an empty problem: {num_queries} queries, '
             f'{num_gallery} gallery items'
         )
-    if sim.is_floating_point() and torch.isnan(sim).any():
-        rows = torch.isnan(sim).any(dim=1).nonzero().flatten()[:5].tolist()
-        raise ValueError(f'sim contains NaN scores (e.g. in query rows {rows})')
     device = sim.device
     return sim, query_labels.to(device), gallery_labels.to(device)
 
@@ -158,10 +188,16 @@ def query_rank_stats(
             :data:`DEFAULT_MEMORY_BUDGET`.
 
     Returns:
-        dict[str, Tensor]: CPU tensors of length Q: ``first_rank`` (int64, the
-        rank of the first correct item), ``num_correct`` (int64), ``last_rank``
-        (int64, the rank of the last correct item), ``ap`` and ``inp``
-        (float64, fractions in [0, 1]).
+        dict[str, Tensor]: CPU tensors of length Q. ``num_correct`` (int64);
+        for the group of items tied with the best-scored correct item:
+        ``first_above`` (int64, items scored strictly higher, all
+        incorrect), ``first_tied`` (int64, items in the group, itself
+        included) and ``first_tied_correct`` (int64, correct ones among
+        them), from which :func:`summarize_rank_stats` computes R@K;
+        ``first_rank`` and ``last_rank`` (float64, the expected ranks of the
+        first and the last correct item); ``ap`` and ``inp`` (float64,
+        expectations, fractions in [0, 1]); ``tied`` (bool, a correct item
+        ties an incorrect one, so the order of ties matters).
 
     Raises:
         ValueError: on malformed input or a query without a correct item.
@@ -169,7 +205,10 @@ def query_rank_stats(
     Example:
         >>> stats = query_rank_stats([[0.1, 0.9, 0.8, 0.7]], [1], [0, 1, 0, 1])
         >>> stats['first_rank'].tolist(), stats['last_rank'].tolist()
-        ([1], [3])
+        ([1.0], [3.0])
+        >>> # The correct item ties two incorrect ones: expected rank 2.
+        >>> query_rank_stats([[0.5, 0.5, 0.5]], [1], [0, 1, 0])['first_rank']
+        tensor([2.], dtype=torch.float64)
     """
     sim, query_labels, gallery_labels = _check_inputs(sim, query_labels, gallery_labels)
     num_queries, num_gallery = sim.shape
@@ -200,28 +239,30 @@ def query_rank_stats(
         chunk_size = auto_chunk_size(num_gallery, max_correct, sim.element_size())
     if chunk_size < 1:
         raise ValueError(f'chunk_size must be >= 1, got {chunk_size}')
-
-    first_ranks, last_ranks, aps = [], [], []
-    for start in range(0, num_queries, chunk_size):
-        stop = start + chunk_size
-        first, last, ap = _chunk_rank_stats(
-            sim[start:stop],
-            gallery_order,
-            first_correct[start:stop],
-            num_correct[start:stop],
-        )
-        first_ranks.append(first)
-        last_ranks.append(last)
-        aps.append(ap)
-    num_correct = num_correct.cpu().long()
-    last_rank = torch.cat(last_ranks)
-    return dict(
-        first_rank=torch.cat(first_ranks),
-        last_rank=last_rank,
-        num_correct=num_correct,
-        ap=torch.cat(aps),
-        inp=num_correct.double() / last_rank.double(),
+    # harmonic[i] = 1 + 1/2 + ... + 1/i: the expected AP of tied groups.
+    harmonic = torch.cat(
+        [
+            torch.zeros(1, dtype=torch.float64, device=sim.device),
+            torch.arange(1, num_gallery + 1, dtype=torch.float64, device=sim.device)
+            .reciprocal()
+            .cumsum(0),
+        ]
     )
+
+    chunks = [
+        _chunk_rank_stats(
+            sim[start : start + chunk_size],
+            gallery_order,
+            first_correct[start : start + chunk_size],
+            num_correct[start : start + chunk_size],
+            harmonic,
+            start,
+        )
+        for start in range(0, num_queries, chunk_size)
+    ]
+    stats = {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
+    stats['num_correct'] = num_correct.cpu().long()
+    return stats
 
 
 def _sort_rows(sim: torch.Tensor) -> torch.Tensor:
@@ -246,8 +287,10 @@ def _chunk_rank_stats(
     gallery_order: torch.Tensor,
     first_correct: torch.Tensor,
     num_correct: torch.Tensor,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """First rank, last rank and AP of every query of one chunk (see module).
+    harmonic: torch.Tensor,
+    row_offset: int = 0,
+) -> Dict[str, torch.Tensor]:
+    """The statistics of :func:`query_rank_stats` for one chunk of queries.
 
     Args:
         sim (Tensor): (C, G) similarities of the chunk's queries.
@@ -255,6 +298,12 @@ def _chunk_rank_stats(
         first_correct (Tensor): (C,) where each query's label run starts in
             ``gallery_order``.
         num_correct (Tensor): (C,) length of that run (>= 1).
+        harmonic (Tensor): (G + 1,) float64 harmonic numbers ``H(0..G)``.
+        row_offset (int): Index of the chunk's first query (for messages).
+
+    Returns:
+        dict[str, Tensor]: every key of :func:`query_rank_stats` but
+        ``num_correct``, on the CPU.
     """
     num_gallery = sim.shape[1]
     width = int(num_correct.max())
@@ -266,33 +315,158 @@ def _chunk_rank_stats(
     lowest = float('-inf') if sim.is_floating_point() else torch.iinfo(sim.dtype).min
     correct_scores = correct_scores.masked_fill(~valid, lowest)
     correct_scores = correct_scores.sort(dim=1, descending=True).values
-    # Items scored strictly higher than each correct item (ties are not
-    # "higher": the tie rule): a binary search in the sorted scores gives the
-    # number scored <= it; then the correct ones among the higher items.
-    not_higher = torch.searchsorted(
-        _sort_rows(sim), correct_scores.contiguous(), right=True
-    )
-    higher_all = num_gallery - not_higher
-    higher_correct = (correct_scores[:, None, :] > correct_scores[:, :, None]) & valid[
-        :, None, :
-    ]
-    higher_correct = higher_correct.sum(dim=2)
-    position = (offsets + 1)[None, :]  # j, 1-based
-    ranks = position + (higher_all - higher_correct)  # (C, M), int64
-    ranks = torch.where(valid, ranks, torch.ones_like(ranks))
+    # Two binary searches in the sorted scores: the items scored <= and
+    # < each correct item, hence those strictly higher (``above``) and
+    # those tied with it, itself included (``tied``).
+    sorted_rows = _sort_rows(sim)
+    if sim.is_floating_point():
+        nan_rows = sorted_rows[:, -1].isnan()  # NaN sorts last
+        if bool(nan_rows.any()):
+            rows = (nan_rows.nonzero().flatten()[:5] + row_offset).tolist()
+            raise ValueError(f'sim contains NaN scores (e.g. in query rows {rows})')
+    values = correct_scores.contiguous()
+    not_higher = torch.searchsorted(sorted_rows, values, right=True)
+    above = num_gallery - not_higher
+    tied = not_higher - torch.searchsorted(sorted_rows, values, right=False)
+    # The same two counts among the correct items.
+    other = correct_scores[:, None, :]
+    this = correct_scores[:, :, None]
+    above_correct = ((other > this) & valid[:, None, :]).sum(dim=2)
+    tied_correct = ((other == this) & valid[:, None, :]).sum(dim=2)
+    tied_incorrect = (tied > tied_correct) & valid  # the order of ties matters
 
+    # Precision at each correct item. Without an incorrect tie the ranking
+    # is fixed: the j-th correct item has rank j + (incorrect items above).
+    position = (offsets + 1)[None, :]  # j, 1-based
+    ranks = position + (above - above_correct)  # (C, M), int64
+    ranks = torch.where(valid, ranks, torch.ones_like(ranks))
     precision = position.double() / ranks.double()
+    if bool(tied_incorrect.any()):
+        # Each correct item of a tied group gets 1/t of the group's expected
+        # sum of precisions (module docstring):
+        # (1/t) sum_{i=A+1}^{A+t} (a + 1 + beta (i - A - 1)) / i,
+        # beta = (c - 1) / (t - 1); in harmonic numbers
+        # ((a + 1 - beta (A + 1)) (H(A + t) - H(A)) + beta t) / t.
+        a_above, t_tied = above.double(), tied.double()
+        beta = (tied_correct - 1).double() / (tied - 1).clamp(min=1).double()
+        harmonic_sum = harmonic[(above + tied).clamp(max=num_gallery)] - harmonic[above]
+        expected = (
+            (above_correct.double() + 1 - beta * (a_above + 1)) * harmonic_sum
+            + beta * t_tied
+        ) / t_tied
+        precision = torch.where(tied_incorrect, expected, precision)
     precision = torch.where(valid, precision, torch.zeros_like(precision))
     # Sequential left-to-right sum: independent of padding and chunking.
     ap = precision.cumsum(dim=1)[:, -1] / num_correct.double()
-    last_rank = ranks.gather(1, (num_correct - 1)[:, None]).squeeze(1)
-    return ranks[:, 0].cpu(), last_rank.cpu(), ap.cpu()
+
+    last = (num_correct - 1)[:, None]
+
+    def at_last(x: torch.Tensor) -> torch.Tensor:
+        return x.gather(1, last).squeeze(1)
+
+    last_above, last_tied = at_last(above), at_last(tied)
+    last_tied_correct = at_last(tied_correct)
+    last_rank = at_last(ranks)
+    inp = num_correct.double() / last_rank.double()
+    expected_last = last_rank.double()
+    last_is_tied = at_last(tied_incorrect)
+    if bool(last_is_tied.any()):
+        inp[last_is_tied] = _expected_inp(
+            num_correct[last_is_tied],
+            last_above[last_is_tied],
+            last_tied[last_is_tied],
+            last_tied_correct[last_is_tied],
+        )
+        c = last_tied_correct.double()
+        expected_last = torch.where(
+            last_is_tied,
+            last_above.double() + c * (last_tied.double() + 1) / (c + 1),
+            expected_last,
+        )
+
+    first_above, first_tied = above[:, 0], tied[:, 0]
+    first_tied_correct = tied_correct[:, 0]
+    # E[min of c random places among t] = (t + 1) / (c + 1).
+    first_rank = first_above.double() + (first_tied.double() + 1) / (
+        first_tied_correct.double() + 1
+    )
+    out = dict(
+        first_above=first_above,
+        first_tied=first_tied,
+        first_tied_correct=first_tied_correct,
+        first_rank=first_rank,
+        last_rank=expected_last,
+        ap=ap,
+        inp=inp,
+        tied=tied_incorrect.any(dim=1),
+    )
+    return {k: v.cpu() for k, v in out.items()}
+
+
+def _expected_inp(
+    num_correct: torch.Tensor,
+    above: torch.Tensor,
+    tied: torch.Tensor,
+    tied_correct: torch.Tensor,
+) -> torch.Tensor:
+    """E[n / (A + L)] of queries whose last correct item ties incorrect ones.
+
+    ``L`` is the largest of ``c`` places drawn at random among the ``t`` of
+    the tied group, ``P(L = l) = C(l - 1, c - 1) / C(t, c)`` for
+    ``c <= l <= t``. Queries sharing ``(n, A, t, c)`` share the value, so
+    the sum over ``l`` runs once per distinct combination.
+
+    Args:
+        num_correct (Tensor): (N,) ``n``.
+        above (Tensor): (N,) ``A``, items scored strictly higher.
+        tied (Tensor): (N,) ``t``, items in the tied group.
+        tied_correct (Tensor): (N,) ``c``, correct items in it.
+
+    Returns:
+        Tensor: (N,) float64 expected INP.
+    """
+    keys = torch.stack([num_correct, above, tied, tied_correct], dim=1).cpu()
+    combos, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    values = torch.empty(combos.shape[0], dtype=torch.float64)
+    for i, (n, a, t, c) in enumerate(combos.tolist()):
+        places = torch.arange(c, t + 1, dtype=torch.float64)
+        # log C(l - 1, c - 1), normalised over l (the sum is C(t, c)).
+        log_weight = (
+            torch.lgamma(places)
+            - torch.lgamma(torch.tensor(float(c)))
+            - torch.lgamma(places - c + 1)
+        )
+        weight = torch.softmax(log_weight, dim=0)
+        values[i] = (weight * (n / (a + places))).sum()
+    return values[inverse].to(num_correct.device)
+
+
+def _hit_probability(stats: Dict[str, torch.Tensor], k: int) -> torch.Tensor:
+    """Per query, the probability that a correct item is within the top ``k``.
+
+    ``1 - C(t - c, m) / C(t, m)``, ``m = clip(k - A, 0, t)``, for the group
+    of ``t`` items (``c`` correct) tied with the best correct item and the
+    ``A`` items above it: 0 or 1 when that group holds no incorrect item.
+    """
+    above, tied = stats['first_above'], stats['first_tied']
+    tied_incorrect = tied - stats['first_tied_correct']
+    places = torch.minimum((k - above).clamp(min=0), tied)
+    none_correct = torch.ones(above.shape, dtype=torch.float64)
+    for i in range(int(places.max()) if places.numel() else 0):
+        factor = (tied_incorrect - i).clamp(min=0).double() / (
+            (tied - i).clamp(min=1).double()
+        )
+        none_correct = torch.where(i < places, none_correct * factor, none_correct)
+    return 1.0 - none_correct
 
 
 def summarize_rank_stats(
     stats: Dict[str, torch.Tensor], topk: Sequence[int] = (1, 5, 10)
 ) -> Dict[str, float]:
     """Turn per-query statistics into the field's numbers, in percent.
+
+    Logs a warning with the number of queries whose correct items tie
+    incorrect ones (their numbers are expectations over the tie orders).
 
     Args:
         stats (dict[str, Tensor]): Output of :func:`query_rank_stats` (or the
@@ -307,16 +481,25 @@ def summarize_rank_stats(
         >>> summarize_rank_stats(stats, topk=(1,))['mINP']
         66.66666666666666
     """
-    first_rank = stats['first_rank']
-    num_queries = first_rank.numel()
+    num_queries = stats['first_rank'].numel()
     if num_queries == 0:
         raise ValueError('cannot summarise the ranking of zero queries')
+    num_tied = int(stats['tied'].sum())
+    if num_tied:
+        print_log(
+            f'{num_tied} of {num_queries} queries have a correct gallery item '
+            'whose score equals an incorrect one; their R@K, AP and INP are '
+            'expectations over the orders of the tied items',
+            logger='current',
+            level=logging.WARNING,
+        )
     results: Dict[str, float] = {}
     for k in topk:
         k = int(k)
         if k < 1:
             raise ValueError(f'topk values must be >= 1, got {k}')
-        hits = int((first_rank <= k).sum())
+        # fsum of 0/1 probabilities is the exact hit count.
+        hits = math.fsum(_hit_probability(stats, k).tolist())
         results[f'R{k}'] = 100.0 * hits / num_queries
     # fsum is correctly rounded: the mean does not depend on query order.
     results['mAP'] = 100.0 * math.fsum(stats['ap'].tolist()) / num_queries
@@ -333,7 +516,8 @@ def rank_metrics(
 ) -> Dict[str, float]:
     """R@K, mAP and mINP (percent) of a retrieval problem, as the field reports.
 
-    See the module docstring for the protocol and the tie rule.
+    See the module docstring for the protocol and the tie rule (numbers are
+    expectations over the orders of tied items).
 
     Args:
         sim (Tensor | np.ndarray): (Q, G) similarities, larger = more similar.

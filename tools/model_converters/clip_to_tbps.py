@@ -1,9 +1,10 @@
-"""Convert CLIP weights into the layout tbps_mm's paper-style config loads.
+"""Convert CLIP weights into the layout tbps_mm's reference CLIP recipe loads.
 
 Usage::
 
     python tools/model_converters/clip_to_tbps.py SRC OUT_DIR \
-        [--vision-heads N] [--text-heads N] [--format pth|safetensors]
+        [--vision-heads N] [--text-heads N] [--format pth|safetensors] \
+        [--tokenizer DIR]
 
 ``SRC`` is a local OpenAI-CLIP checkpoint (the ``ViT-B-16.pt`` TorchScript
 archive, or a plain state dict with the same keys) or a local transformers
@@ -19,7 +20,16 @@ Nothing is downloaded. ``OUT_DIR`` receives:
   position embeddings stay on the source grid (14x14 for ViT-B/16 at 224)
   and MMPretrain interpolates them to the config's image size on load.
 * ``text_encoder/``: the text tower as a transformers ``CLIPTextModel``
-  folder, plus the tokenizer files of a transformers source folder.
+  folder, plus CLIP's tokenizer (``vocab.json``, ``merges.txt`` and the
+  transformers configs), which the reference config tokenizes with. Its
+  source, first available of: ``--tokenizer DIR`` (a transformers CLIP
+  tokenizer folder), the tokenizer of a transformers source folder, or
+  CLIP's BPE merges as ``open-clip-torch`` ships them
+  (``open_clip/bpe_simple_vocab_16e6.txt.gz``, OpenAI's file), from which
+  the vocabulary is rebuilt as OpenAI's ``SimpleTokenizer`` builds it.
+  Captions longer than the context are cut to it with the end-of-text token
+  kept, as ``clip.tokenize(truncate=True)`` does; padding is the end-of-text
+  id under attention mask 0 (OpenAI pads with id 0; neither is read).
 * ``clip_tbps_meta.json``: the architecture found, to check the config.
 
 OpenAI checkpoints do not store the number of attention heads; CLIP's rule
@@ -30,6 +40,8 @@ otherwise. The key mapping follows MMPretrain's
 """
 
 import argparse
+import gzip
+import importlib.util
 import json
 import os
 import os.path as osp
@@ -37,7 +49,7 @@ import re
 import shutil
 import warnings
 from collections import OrderedDict
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -283,15 +295,144 @@ def hf_to_tbps_image(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     return out
 
 
+#: OpenAI's BPE file inside the open-clip-torch package.
+OPEN_CLIP_BPE = 'bpe_simple_vocab_16e6.txt.gz'
+#: Merges OpenAI's SimpleTokenizer reads from it (lines 1 .. 48894).
+NUM_MERGES = 49152 - 256 - 2
+CONTEXT_LENGTH = 77
+
+
+def find_open_clip_bpe() -> Optional[str]:
+    """Path of CLIP's BPE merges shipped with open-clip-torch, if installed.
+
+    Returns:
+        str | None: ``.../open_clip/bpe_simple_vocab_16e6.txt.gz`` or None.
+    """
+    spec = importlib.util.find_spec('open_clip')
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = osp.join(list(spec.submodule_search_locations)[0], OPEN_CLIP_BPE)
+    return path if osp.isfile(path) else None
+
+
+def _bytes_to_unicode() -> Dict[int, str]:
+    """OpenAI CLIP's reversible byte -> printable character table."""
+    bs = (
+        list(range(ord('!'), ord('~') + 1))
+        + list(range(ord('¡'), ord('¬') + 1))
+        + list(range(ord('®'), ord('ÿ') + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+def write_tokenizer_from_bpe(bpe_path: str, out_dir: str) -> List[str]:
+    """Write a transformers ``CLIPTokenizer`` folder from OpenAI's BPE file.
+
+    The vocabulary is built as OpenAI's ``SimpleTokenizer`` builds it: the
+    256 byte characters, the same with ``</w>``, one token per merge, then
+    ``<|startoftext|>`` and ``<|endoftext|>`` (49,408 tokens).
+
+    Args:
+        bpe_path (str): ``bpe_simple_vocab_16e6.txt.gz``.
+        out_dir (str): Folder to write into.
+
+    Returns:
+        list[str]: The files written.
+    """
+    from transformers import CLIPTokenizer
+
+    with gzip.open(bpe_path, 'rt', encoding='utf-8') as f:
+        lines = f.read().split('\n')[1 : NUM_MERGES + 1]
+    merges = [tuple(line.split()) for line in lines]
+    if len(merges) != NUM_MERGES or any(len(m) != 2 for m in merges):
+        raise ValueError(
+            f'"{bpe_path}" is not CLIP\'s BPE file: expected {NUM_MERGES} '
+            f'merges of two symbols after its header, got {len(merges)}'
+        )
+    symbols = list(_bytes_to_unicode().values())
+    vocab = symbols + [s + '</w>' for s in symbols] + [''.join(m) for m in merges]
+    vocab += ['<|startoftext|>', '<|endoftext|>']
+    os.makedirs(out_dir, exist_ok=True)
+    raw = osp.join(out_dir, 'vocab.json')
+    with open(raw, 'w', encoding='utf-8') as f:
+        json.dump({token: i for i, token in enumerate(vocab)}, f, ensure_ascii=False)
+    with open(osp.join(out_dir, 'merges.txt'), 'w', encoding='utf-8') as f:
+        f.write('#version: 0.2\n' + '\n'.join(' '.join(m) for m in merges) + '\n')
+    tokenizer = CLIPTokenizer(
+        raw,
+        osp.join(out_dir, 'merges.txt'),
+        # Padding: <|endoftext|> with attention mask 0 (transformers' CLIP
+        # default; OpenAI pads with id 0, which the encoder never reads).
+        model_max_length=CONTEXT_LENGTH,
+    )
+    tokenizer.save_pretrained(out_dir)
+    return sorted(os.listdir(out_dir))
+
+
+def _tokenizer_files(folder: str) -> List[str]:
+    """The tokenizer files of ``folder`` when it holds a usable tokenizer."""
+    present = [n for n in TOKENIZER_FILES if osp.isfile(osp.join(folder, n))]
+    usable = 'tokenizer.json' in present or {'vocab.json', 'merges.txt'} <= set(present)
+    return present if usable else []
+
+
+def resolve_tokenizer(src: str, tokenizer_dir: Optional[str]) -> Tuple[str, str]:
+    """Where CLIP's tokenizer comes from: ``(kind, path)``.
+
+    Args:
+        src (str): The converter's source (file or transformers folder).
+        tokenizer_dir (str, optional): ``--tokenizer DIR``.
+
+    Returns:
+        tuple[str, str]: ``('folder', DIR)`` to copy a transformers tokenizer
+        folder, or ``('bpe', FILE)`` to build one from CLIP's BPE merges.
+
+    Raises:
+        FileNotFoundError: ``--tokenizer`` holds no tokenizer, or no source is
+            at hand (the message says what to install or pass).
+    """
+    if tokenizer_dir is not None:
+        if not osp.isdir(tokenizer_dir) or not _tokenizer_files(tokenizer_dir):
+            raise FileNotFoundError(
+                f'--tokenizer "{tokenizer_dir}" is not a transformers CLIP '
+                'tokenizer folder (it needs tokenizer.json, or vocab.json and '
+                'merges.txt)'
+            )
+        return 'folder', tokenizer_dir
+    if osp.isdir(src) and _tokenizer_files(src):
+        return 'folder', src
+    bpe = find_open_clip_bpe()
+    if bpe is None:
+        raise FileNotFoundError(
+            f'no CLIP tokenizer for "{src}": it holds none, and CLIP\'s BPE '
+            f'vocabulary ({OPEN_CLIP_BPE}) comes with open-clip-torch, which is '
+            'not installed. Run `pip install open-clip-torch`, or pass '
+            '--tokenizer DIR (a transformers CLIP tokenizer folder).'
+        )
+    return 'bpe', bpe
+
+
 def convert(
     src: str,
     out_dir: str,
     vision_heads: Optional[int] = None,
     text_heads: Optional[int] = None,
     fmt: str = 'pth',
+    tokenizer_dir: Optional[str] = None,
 ) -> dict:
     """Convert ``src`` into ``out_dir`` (see the module doc); return the meta."""
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    if not osp.exists(src):
+        raise FileNotFoundError(f'CLIP source "{src}" does not exist')
+    tokenizer_kind, tokenizer_src = resolve_tokenizer(src, tokenizer_dir)
 
     if osp.isdir(src):
         hf_state, vision_cfg, text_cfg, embed_dims = read_hf_folder(src)
@@ -329,12 +470,14 @@ def convert(
             f'unexpected {result.unexpected_keys}'
         )
     text_model.save_pretrained(text_dir)
-    copied = []
-    if source_kind == 'transformers':
-        for name in TOKENIZER_FILES:
-            if osp.isfile(osp.join(src, name)):
-                shutil.copy(osp.join(src, name), osp.join(text_dir, name))
-                copied.append(name)
+    if tokenizer_kind == 'folder':
+        copied = _tokenizer_files(tokenizer_src)
+        for name in copied:
+            shutil.copy(osp.join(tokenizer_src, name), osp.join(text_dir, name))
+    else:
+        copied = write_tokenizer_from_bpe(tokenizer_src, text_dir)
+        copied = [n for n in copied if n in TOKENIZER_FILES]
+    _check_tokenizer(text_dir, text_config.vocab_size)
 
     vision_width = vision_cfg['hidden_size']
     meta = dict(
@@ -364,11 +507,28 @@ def convert(
             embed_dims=embed_dims,
             coarse_bias=False,
         ),
+        tokenizer=dict(
+            source=osp.basename(tokenizer_src) if tokenizer_kind == 'bpe' else 'folder',
+            files=copied,
+        ),
         tokenizer_files=copied,
     )
     with open(osp.join(out_dir, 'clip_tbps_meta.json'), 'w', encoding='utf-8') as f:
         json.dump(meta, f, indent=2)
     return meta
+
+
+def _check_tokenizer(folder: str, vocab_size: int) -> None:
+    """The written tokenizer loads and fits the text tower's vocabulary."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    if len(tokenizer) != vocab_size:
+        raise ValueError(
+            f'the CLIP tokenizer written to "{folder}" has {len(tokenizer)} '
+            f'tokens but the text tower has vocab_size {vocab_size}: pass '
+            'the tokenizer of this model with --tokenizer DIR'
+        )
 
 
 def parse_args() -> argparse.Namespace:
@@ -395,13 +555,25 @@ def parse_args() -> argparse.Namespace:
         default='pth',
         help='image-side weights file format (MMEngine init_cfg reads pth)',
     )
+    parser.add_argument(
+        '--tokenizer',
+        default=None,
+        metavar='DIR',
+        help='transformers CLIP tokenizer folder to copy (default: the source '
+        "folder's, else built from open-clip-torch's copy of CLIP's BPE merges)",
+    )
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     meta = convert(
-        args.src, args.out_dir, args.vision_heads, args.text_heads, args.format
+        args.src,
+        args.out_dir,
+        args.vision_heads,
+        args.text_heads,
+        args.format,
+        args.tokenizer,
     )
     print(
         f'wrote {osp.join(args.out_dir, meta["weights"])} and '
@@ -409,12 +581,7 @@ def main() -> None:
     )
     print('image encoder: ' + json.dumps(meta['image_encoder']))
     print('head: ' + json.dumps(meta['head']))
-    if not meta['tokenizer_files']:
-        print(
-            'note: no tokenizer files were copied; put a CLIP tokenizer '
-            '(tokenizer.json or vocab.json + merges.txt) into text_encoder/ '
-            "and point the dataset config's tokenizer_dir at it"
-        )
+    print('tokenizer: ' + json.dumps(meta['tokenizer']))
 
 
 if __name__ == '__main__':

@@ -6,7 +6,7 @@ _base_ = './tbps_loaders.py'
 
 # The text encoder's tokenizer: a local folder. The default is the text-side
 # folder that tools/model_converters/clip_to_tbps.py writes next to the
-# weights the paper-style model config loads (data/pretrained/clip-vit-b16).
+# weights the reference CLIP model config loads (data/pretrained/clip-vit-b16).
 tokenizer_dir = 'data/pretrained/clip-vit-b16/text_encoder'
 
 img_scale = (384, 128)  # (H, W)
@@ -31,7 +31,7 @@ train_pipeline = [
             ),
         ],
     ),
-    dict(type='NormalizeCaption'),
+    dict(type='NormalizeCaption', unescape_html=True),  # as OpenAI CLIP cleans text
     dict(type='TokenizeCaption', tokenizer=tokenizer_dir, max_length=max_length),
     dict(type='PackTBPSInputs'),
 ]
@@ -43,7 +43,7 @@ test_pipeline = [
             dict(type='Resize', scale=(img_scale[1], img_scale[0])),
         ],
     ),
-    dict(type='NormalizeCaption'),
+    dict(type='NormalizeCaption', unescape_html=True),  # as OpenAI CLIP cleans text
     dict(type='TokenizeCaption', tokenizer=tokenizer_dir, max_length=max_length),
     dict(type='PackTBPSInputs'),
 ]

@@ -1,4 +1,4 @@
-# The backbones named in the paper's summaries: ImageNet ResNet-50 for images
+# The backbones secondary summaries of the paper name: ImageNet ResNet-50 for images
 # and BERT-base for text, K = 6 shared part queries, SDM + ID + CMR.
 #
 # Weights (local files, nothing is downloaded):

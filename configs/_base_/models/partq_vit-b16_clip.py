@@ -1,4 +1,4 @@
-# Paper-style model: CLIP ViT-B/16 at 384x128 + the CLIP text transformer,
+# The reference CLIP recipe (ours): CLIP ViT-B/16 at 384x128 + the CLIP text transformer,
 # K = 6 shared part queries decoded by one 2-layer decoder for both
 # modalities, coarse + part embeddings, SDM + ID + commonality-margin ranking.
 #
@@ -7,8 +7,8 @@
 #   python tools/model_converters/clip_to_tbps.py SRC data/pretrained/clip-vit-b16
 # which writes `clip_tbps.pth` (image encoder in MMPretrain layout + CLIP's
 # visual / text projections as the head's coarse projections) and a
-# `text_encoder/` transformers folder (with the CLIP tokenizer files when the
-# source has them). The 14x14 position embeddings of the 224 model are
+# `text_encoder/` transformers folder with CLIP's tokenizer (docs/method.md,
+# "Weights"). The 14x14 position embeddings of the 224 model are
 # interpolated to the 24x8 grid of 384x128 by MMPretrain when they load.
 #
 # The ID loss's num_classes (training identities) is the dataset's: the

@@ -3,7 +3,9 @@
 # x5 lr for the modules that are new on top of CLIP (the part decoder, its
 # queries and projections, the ID classifier), 60 epochs, 5 linear warm-up
 # epochs from 0.1x then cosine to 0, mixed precision. AmpOptimWrapper needs a
-# GPU; on CPU use optim_wrapper=dict(type='OptimWrapper', ...).
+# GPU; on CPU use optim_wrapper=dict(type='OptimWrapper', ...). The cosine
+# phase has no `end` / `T_max`: MMEngine ends it at train_cfg.max_epochs when
+# the Runner builds it, so `--cfg-options train_cfg.max_epochs=N` moves it.
 # Batch size 64 is the loaders' (configs/_base_/datasets/tbps_loaders.py).
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=60, val_interval=1)
 val_cfg = dict(type='ValLoop')
@@ -12,6 +14,7 @@ test_cfg = dict(type='TestLoop')
 new_module = dict(lr_mult=5.0)
 optim_wrapper = dict(
     type='AmpOptimWrapper',
+    constructor='TBPSOptimWrapperConstructor',  # unmatched custom_keys: error
     loss_scale='dynamic',
     optimizer=dict(type='Adam', lr=1e-5, betas=(0.9, 0.999), weight_decay=4e-5),
     paramwise_cfg=dict(
@@ -41,11 +44,9 @@ param_scheduler = [
     ),
     dict(
         type='CosineAnnealingLR',
-        T_max=60 - warmup_epochs,
         eta_min=0.0,
         by_epoch=True,
-        begin=warmup_epochs,
-        end=60,
+        begin=warmup_epochs,  # ends at train_cfg.max_epochs (set by the Runner)
         convert_to_iter_based=True,
     ),
 ]

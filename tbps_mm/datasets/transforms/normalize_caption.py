@@ -1,4 +1,5 @@
-"""``NormalizeCaption``: whitespace normalisation and optional lower-casing.
+"""``NormalizeCaption``: whitespace normalisation, optional HTML unescaping and
+lower-casing.
 
 MMPretrain's ``CleanCaption`` is not used: it reads a caption every item must
 have (gallery items have none) and removes punctuation and lower-cases by
@@ -9,6 +10,7 @@ Example:
     'a man in red.'
 """
 
+import html
 from typing import Optional
 
 from mmcv.transforms import BaseTransform
@@ -34,14 +36,18 @@ class NormalizeCaption(BaseTransform):
         lower_case (bool): Lower-case the caption. Leave it False when the
             tokenizer normalises case itself (CLIP, uncased BERT). Defaults
             to False.
+        unescape_html (bool): Replace HTML entities (``&amp;`` -> ``&``),
+            twice, as OpenAI CLIP's text cleaning does before its tokenizer
+            (transformers' CLIP tokenizer does not). Defaults to False.
 
     Example:
         >>> NormalizeCaption()(dict(text='a  woman\\twith a bag'))['text']
         'a woman with a bag'
     """
 
-    def __init__(self, lower_case: bool = False) -> None:
+    def __init__(self, lower_case: bool = False, unescape_html: bool = False) -> None:
         self.lower_case = lower_case
+        self.unescape_html = unescape_html
 
     def transform(self, results: dict) -> Optional[dict]:
         """Clean ``results['text']`` in place.
@@ -60,6 +66,8 @@ class NormalizeCaption(BaseTransform):
                 f'NormalizeCaption: {describe_sample(results)}: the caption must be '
                 f'a string, got {type(text).__name__}.'
             )
+        if self.unescape_html:
+            text = html.unescape(html.unescape(text))
         cleaned = ' '.join(text.split())
         if not cleaned:
             raise ValueError(
@@ -70,4 +78,7 @@ class NormalizeCaption(BaseTransform):
         return results
 
     def __repr__(self) -> str:
-        return f'{type(self).__name__}(lower_case={self.lower_case})'
+        return (
+            f'{type(self).__name__}(lower_case={self.lower_case}, '
+            f'unescape_html={self.unescape_html})'
+        )

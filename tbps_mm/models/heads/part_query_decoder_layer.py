@@ -96,7 +96,7 @@ class PartCrossAttention(BaseModule):
         # layer instead of the 2*N*C*C of projecting every token: the same
         # function for a fraction of the work whenever h*K < C (every shipped
         # config: 16 against 128 for the quick start, 48 against 512 for the
-        # paper-style model, whose N is 192 patches or up to 77 tokens).
+        # reference CLIP model, whose N is 192 patches or up to 77 tokens).
         w_k = self.k_proj.weight.view(h, dh, C)
         w_v = self.v_proj.weight.view(h, dh, C)
         q_tokens = torch.einsum('bhkd,hdc->bhkc', q, w_k).reshape(B, h * K, C)

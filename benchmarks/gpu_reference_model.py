@@ -1,4 +1,4 @@
-"""Benchmark: the paper-style model on a GPU: training step, memory, evaluation.
+"""Benchmark: the reference CLIP model on a GPU: training step, memory, evaluation.
 
 One prepared script for a GPU, its device time bounded by ``--time-limit``.
 It measures the model of ``configs/tbps_cuhk.py``
@@ -28,11 +28,11 @@ share of ``--time-limit`` runs out; evaluation is timed once after a one-batch
 warm-up. On a machine without CUDA (``--device cpu``) the same code runs, so
 it can be checked with small sizes, e.g.::
 
-    python benchmarks/gpu_paper_model.py --device cpu --batch 2 --steps 2 \\
+    python benchmarks/gpu_reference_model.py --device cpu --batch 2 --steps 2 \\
         --warmup 1 --gallery 32 --queries 64 --eval-batch 16 --tiny-model
 
 Usage (GPU):
-    python benchmarks/gpu_paper_model.py --out gpu_paper_model.json
+    python benchmarks/gpu_reference_model.py --out gpu_reference_model.json
 
 Example output (shape only; recorded numbers live in docs/benchmarks.md)::
 
@@ -64,7 +64,7 @@ from _step_cost import (
     variant_cfg,
 )
 
-#: A 2-layer ViT and text transformer with the paper model's structure, for
+#: A 2-layer ViT and text transformer with the reference model's structure, for
 #: checking this script quickly on a CPU (``--tiny-model``).
 TINY_VIT = dict(embed_dims=64, num_layers=2, num_heads=4, feedforward_channels=128)
 TINY_TEXT = dict(
@@ -322,7 +322,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     amp = train[0]['optim_wrapper'] if train else ''
     model_name = 'tiny stand-in' if args.tiny_model else 'CLIP ViT-B/16 + CLIP text'
     print(
-        f'Paper-style model ({model_name}, {args.img_size[0]}x{args.img_size[1]}, '
+        f'Reference CLIP recipe ({model_name}, '
+        f'{args.img_size[0]}x{args.img_size[1]}, '
         f'random init) training step on {args.device}, {amp}, median after '
         f'{args.warmup} warm-up steps.\n'
     )
@@ -367,7 +368,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     write_json(
         args.out,
         dict(
-            benchmark='gpu_paper_model',
+            benchmark='gpu_reference_model',
             machine=info,
             train=train,
             evaluation=evaluation,

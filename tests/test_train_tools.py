@@ -210,9 +210,9 @@ def test_dist_train_on_cpu_two_processes_completes_and_resumes(tmp_path):
 def reference_on_toy_data(tmp_path, batch_size):
     """configs/tbps_cuhk.py with its schedule, on a toy model and data (CPU).
 
-    The reference optimizer (lr, per-group multipliers) and ``auto_scale_lr``
-    are kept; the CLIP model, the dataset and AMP (GPU only) are swapped for
-    the toy regressor, one epoch of one iteration per process, full precision.
+    The reference optimizer (lr, bias multiplier) and ``auto_scale_lr`` are
+    kept; the CLIP model, the dataset and AMP (GPU only) are swapped for
+    the toy regressor, epochs of one iteration per process, full precision.
     """
     from mmengine.config import Config
 
@@ -228,7 +228,11 @@ def reference_on_toy_data(tmp_path, batch_size):
     )
     cfg.optim_wrapper.type = 'OptimWrapper'
     cfg.optim_wrapper.pop('loss_scale')
-    cfg.train_cfg.max_epochs = 1
+    # The multipliers keyed by the CLIP model's module names match none of the
+    # toy's parameters, which the strict constructor rightly rejects.
+    cfg.optim_wrapper.paramwise_cfg.custom_keys = {}
+    # The schedule's cosine phase starts after the warm-up: one epoch past it.
+    cfg.train_cfg.max_epochs = cfg.param_scheduler[-1].begin + 1
     path = str(tmp_path / 'cuhk_toy.py')
     cfg.dump(path)
     return path, cfg
@@ -258,7 +262,8 @@ def test_auto_scale_lr_of_the_reference_config_on_two_processes(tmp_path):
     # Loaded here, so that the forked ranks inherit the imported stack.
     train_main = load_tool('train').main
     run_forked(_train_worker, (free_port(), train_main, argv), nprocs=2)
-    groups = load_ckpt(work / 'epoch_1.pth')['optimizer']['param_groups']
+    last = cfg.train_cfg.max_epochs
+    groups = load_ckpt(work / f'epoch_{last}.pth')['optimizer']['param_groups']
     # MMEngine's rule: lr x (processes x per-process batch) / base_batch_size.
     ratio = 2 * batch_size / cfg.auto_scale_lr.base_batch_size
     base_lr = cfg.optim_wrapper.optimizer.lr

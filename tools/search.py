@@ -27,12 +27,10 @@ import argparse
 import os.path as osp
 import sys
 
-from mmengine.config import DictAction
-
 import tbps_mm  # noqa: F401  (registers every component)
 from tbps_mm.apis import TBPSInferencer
 from tbps_mm.apis.gallery_index import INDEX_TYPES
-from tbps_mm.engine import LaunchError, load_config
+from tbps_mm.engine import LaunchError, add_inference_args, load_config
 from tbps_mm.models.checkpoint import CheckpointMismatchError
 from tbps_mm.visualization import draw_ranked_list
 
@@ -101,14 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='also draw the part-level explanation of the best match '
         '(to <out>_explain.png; search_explain.png without --out)',
     )
-    parser.add_argument('--device', default='cpu', help='torch device')
-    parser.add_argument('--batch-size', type=int, default=32, help='indexing batch')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, e.g. model.fusion_weight=0.5',
-    )
+    add_inference_args(parser)
     return parser.parse_args(argv)
 
 

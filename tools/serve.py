@@ -20,12 +20,10 @@ Examples:
 import argparse
 import sys
 
-from mmengine.config import DictAction
-
 import tbps_mm  # noqa: F401  (registers every component)
 from tbps_mm.apis import TBPSInferencer
 from tbps_mm.apis.search_app import create_app
-from tbps_mm.engine import LaunchError, load_config
+from tbps_mm.engine import LaunchError, add_inference_args, load_config
 from tbps_mm.models.checkpoint import CheckpointMismatchError
 
 
@@ -51,14 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar='DIR',
         help='encode with onnxruntime through the graphs exported into DIR',
     )
-    parser.add_argument('--device', default='cpu', help='torch device')
-    parser.add_argument('--batch-size', type=int, default=32, help='indexing batch')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, e.g. model.fusion_weight=0.5',
-    )
+    add_inference_args(parser)
     return parser.parse_args(argv)
 
 

@@ -7,6 +7,7 @@ into its work dir."""
 from .hooks import RankedListHook
 from .launch import (
     LaunchError,
+    add_inference_args,
     add_launch_args,
     build_runner,
     check_checkpoint,
@@ -24,6 +25,7 @@ __all__ = [
     'RankedListHook',
     'TBPSOptimWrapperConstructor',
     'TBPSRunner',
+    'add_inference_args',
     'add_launch_args',
     'build_runner',
     'check_checkpoint',

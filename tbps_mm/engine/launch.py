@@ -66,6 +66,34 @@ def add_launch_args(
     return parser
 
 
+def add_inference_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the arguments the inference tools share (search, serve).
+
+    ``--device``, ``--batch-size`` (images per forward pass while indexing)
+    and ``--cfg-options`` (MMEngine's ``DictAction``).
+
+    Args:
+        parser (argparse.ArgumentParser): The script's parser.
+
+    Returns:
+        argparse.ArgumentParser: ``parser``.
+
+    Example:
+        >>> parser = add_inference_args(argparse.ArgumentParser())
+        >>> parser.parse_args(['--batch-size', '8']).batch_size
+        8
+    """
+    parser.add_argument('--device', default='cpu', help='torch device')
+    parser.add_argument('--batch-size', type=int, default=32, help='indexing batch')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. model.fusion_weight=0.5',
+    )
+    return parser
+
+
 def resolve_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None:
     """Set ``cfg.work_dir``: the command line's, the config's, or a default.
 

@@ -867,9 +867,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument(
         '--replot',
+        nargs='+',
         default=None,
         metavar='JSON',
-        help='only print the table and plot of a recorded run',
+        help='only print the table and plot of recorded runs (results joined)',
     )
     return parser.parse_args(argv)
 
@@ -979,10 +980,12 @@ def print_table(records: List[Dict]) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     if args.replot:
-        with open(args.replot) as f:
-            recorded = json.load(f)
-        print_table(recorded['results'])
-        plot(recorded['results'], args.plot or 'search_scale.png', args.plot_title)
+        records = []
+        for path in args.replot:
+            with open(path) as f:
+                records += json.load(f)['results']
+        print_table(records)
+        plot(records, args.plot or 'search_scale.png', args.plot_title)
         return
     torch.set_num_threads(args.threads)
     quiet_mmengine()

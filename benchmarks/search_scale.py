@@ -56,15 +56,20 @@ identities the generative model never saw.
 
 Usage:
     python benchmarks/search_scale.py CONFIG CHECKPOINT \\
-        --data-root data/synthpedes_small --sizes 100000 1000000 10000000 \\
+        [--data-root data/synthpedes_small] \\
+        [--index '1000000|ivf-sq8/1024|16,32,64' ...] \\
         --out benchmarks/results/search_scale.json \\
         --plot docs/images/search_scale.png
 
+    The default ``--index`` list is the recorded one (100k, 1M and the 10M
+    projected index); ``--replot A.json B.json --plot P.png`` redraws the
+    table and plot of recorded runs.
+
 Example output (shape only; recorded numbers live in docs/benchmarks.md)::
 
-    | gallery | index | nprobe | build s | B/img | p50 ms | p95 ms | recall@10 | ...
-    |--:|:--|--:|--:|--:|--:|--:|--:|
-    | 1000000 | IVF4096,SQ8 | 32 | ... | 1313 | ... | ... | 0.99... |
+    | gallery | index | nprobe | build s | B / image | p50 ms (wall) | ...
+    |:--|:--|--:|--:|--:|--:|
+    | 1,000,000 | `ivf-sq8/1024` | 32 | ... | 1,293 | ... |
 """
 
 import argparse
@@ -800,23 +805,29 @@ def run_size(
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config')
-    parser.add_argument('checkpoint', help='training checkpoint or published weights')
+    parser.add_argument('config', nargs='?', help='the model config')
+    parser.add_argument(
+        'checkpoint', nargs='?', help='training checkpoint or published weights'
+    )
     parser.add_argument('--data-root', default='data/synthpedes_small')
     parser.add_argument(
         '--index',
         nargs='*',
         default=[
             '100000|flat',
-            '100000|ivf-sq8/1024|8,16,32,64',
+            '100000|ivf-sq8/256|4,8,16,32',
+            '100000|faiss:IVF256,SQfp16|16',
+            '100000|pcaq/64/256|8,16',
+            '100000|proj/128/256|8,16,32',
             '1000000|flat',
             '1000000|ivf-sq8/1024|16,32,64,128',
-            '10000000|pcaq/64/4096|16,32,64',
+            '1000000|proj/128/1024|16,32,64',
+            '10000000|proj/128/4096|16,32,64',
         ],
         help='SIZE|KIND[|NPROBE,...]; KIND: flat, ivf-sq8/NLIST (GalleryIndex), '
         'faiss:FACTORY or pcaq/RANK/NLIST',
     )
-    parser.add_argument('--recall-queries', type=int, default=1600)
+    parser.add_argument('--recall-queries', type=int, default=500)
     parser.add_argument('--timed-queries', type=int, default=200)
     parser.add_argument('--warmup', type=int, default=10)
     parser.add_argument(
@@ -867,9 +878,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument(
         '--replot',
+        nargs='+',
         default=None,
         metavar='JSON',
-        help='only print the table and plot of a recorded run',
+        help='only print the table and plot of recorded runs (results joined)',
     )
     return parser.parse_args(argv)
 
@@ -979,11 +991,15 @@ def print_table(records: List[Dict]) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     if args.replot:
-        with open(args.replot) as f:
-            recorded = json.load(f)
-        print_table(recorded['results'])
-        plot(recorded['results'], args.plot or 'search_scale.png', args.plot_title)
+        records = []
+        for path in args.replot:
+            with open(path) as f:
+                records += json.load(f)['results']
+        print_table(records)
+        plot(records, args.plot or 'search_scale.png', args.plot_title)
         return
+    if not (args.config and args.checkpoint):
+        raise SystemExit('give CONFIG and CHECKPOINT (or --replot JSON ...)')
     torch.set_num_threads(args.threads)
     quiet_mmengine()
     info = machine_info()

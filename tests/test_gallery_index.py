@@ -131,7 +131,7 @@ def test_auto_becomes_ivf_past_the_threshold(monkeypatch):
     _, keys = index.search(vectors[[3, 450]], 1)
     assert keys == [['img_00003.jpg'], ['img_00450.jpg']]
     assert GalleryIndex(DIM, expected_size=10**6).index_type == 'ivf-sq8'
-    assert default_nlist(10**6) == 4000 and default_nlist(100) == 2
+    assert default_nlist(10**6) == 1000 and default_nlist(100) == 2
     assert default_pq_m(1280) == 64 and default_pq_m(24) == 2
 
 

@@ -75,10 +75,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         'gallery size (auto: flat below 100,000 images); see docs/evaluation.md',
     )
     parser.add_argument(
-        '--nlist', type=int, help='IVF cells (default: 4 * sqrt(gallery size))'
+        '--nlist', type=int, help='IVF cells (default: sqrt(gallery size))'
     )
     parser.add_argument(
-        '--nprobe', type=int, help='IVF cells visited per query (default: nlist / 64)'
+        '--nprobe', type=int, help='IVF cells visited per query (default: nlist / 16)'
     )
     parser.add_argument(
         '--pq-m',

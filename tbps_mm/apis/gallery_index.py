@@ -32,7 +32,7 @@ Index types (``index_type``):
   :data:`AUTO_FLAT_MAX` vectors; past that, the next :meth:`add` converts
   the index to ``'ivf-sq8'``, trained on the exact vectors the flat index
   holds plus the new ones. ``expected_size`` makes the choice up front.
-  ``nlist`` defaults to :func:`default_nlist` (``4 * sqrt(N)``) of the size
+  ``nlist`` defaults to :func:`default_nlist` (``sqrt(N)``) of the size
   it is trained for, ``nprobe`` to :func:`default_nprobe`, ``pq_m`` to
   :func:`default_pq_m`.
 
@@ -138,7 +138,10 @@ class IndexMismatchError(GalleryIndexError):
 
 
 def default_nlist(size: int) -> int:
-    """IVF cells for a gallery of ``size`` vectors: ``4 * sqrt(size)``.
+    """IVF cells for a gallery of ``size`` vectors: ``sqrt(size)``.
+
+    With :func:`default_nprobe` a query visits 1/16 of the cells, the point
+    the search-at-scale benchmark measured (docs/benchmarks.md).
 
     Capped so that every cell gets at least :data:`MIN_TRAIN_PER_LIST`
     training vectors when training on the gallery itself.
@@ -151,13 +154,13 @@ def default_nlist(size: int) -> int:
 
     Example:
         >>> default_nlist(1_000_000)
-        4000
+        1000
     """
-    return max(1, min(int(4 * math.sqrt(max(size, 1))), size // MIN_TRAIN_PER_LIST))
+    return max(1, min(int(math.sqrt(max(size, 1))), size // MIN_TRAIN_PER_LIST))
 
 
 def default_nprobe(nlist: int) -> int:
-    """Cells visited per query: ``nlist / 64``, at least 16 (or ``nlist``).
+    """Cells visited per query: ``nlist / 16``, at least 16 (or ``nlist``).
 
     Args:
         nlist (int): Number of IVF cells.
@@ -167,9 +170,9 @@ def default_nprobe(nlist: int) -> int:
 
     Example:
         >>> default_nprobe(4096)
-        64
+        256
     """
-    return max(1, min(nlist, max(16, nlist // 64)))
+    return max(1, min(nlist, max(16, nlist // 16)))
 
 
 def default_pq_m(dim: int) -> int:

@@ -25,7 +25,7 @@ from tbps_mm.engine import (
     add_launch_args,
     build_runner,
     check_checkpoint,
-    load_config,
+    prepare_config,
     resolve_work_dir,
     setup_distributed,
     teardown_distributed,
@@ -135,11 +135,8 @@ def next_steps(config: str, checkpoint: str, work_dir: str) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-        cfg = merge_args(cfg, args)
-    except LaunchError as err:
-        print(f'error: {err}', file=sys.stderr)
+    cfg = prepare_config(args, merge_args)
+    if cfg is None:
         return 2
     setup_distributed(cfg, args.launcher)
     try:

@@ -15,7 +15,8 @@ import argparse
 import inspect
 import os
 import os.path as osp
-from typing import Optional
+import sys
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as torch_dist
@@ -147,6 +148,38 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
             check_override_key(cfg, key)
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def prepare_config(
+    args: argparse.Namespace,
+    merge_args: Callable[[Config, argparse.Namespace], Config],
+) -> Optional[Config]:
+    """The config an entry script runs: ``args.config`` with
+    ``args.cfg_options`` (:func:`load_config`), then the script's own
+    command-line merge.
+
+    Args:
+        args (argparse.Namespace): Parsed arguments with ``config`` and
+            ``cfg_options``.
+        merge_args (callable): ``merge_args(cfg, args) -> cfg``, the script's
+            options on top of the config; raises :class:`LaunchError` on bad
+            input.
+
+    Returns:
+        Config | None: The config, or None after printing ``error: ...`` to
+        stderr when a :class:`LaunchError` was raised (the script then exits
+        with status 2, before any work dir exists).
+
+    Example:
+        >>> cfg = prepare_config(args, merge_args)  # doctest: +SKIP
+        >>> if cfg is None:
+        ...     sys.exit(2)
+    """
+    try:
+        return merge_args(load_config(args.config, args.cfg_options), args)
+    except LaunchError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return None
 
 
 def check_override_key(cfg: Config, key: str) -> None:

@@ -344,7 +344,10 @@ def write_result(args: argparse.Namespace, payload: Dict) -> None:
         return
     from mmengine.utils.dl_utils import collect_env
 
-    environment = {k: str(v) for k, v in collect_env().items()}
+    # Torch's build flags and OpenCV's build report are pages of compiler
+    # settings that say nothing about the run.
+    skipped = ('PyTorch compiling details', 'OpenCV')
+    environment = {k: str(v) for k, v in collect_env().items() if k not in skipped}
     result = dict(arguments=vars(args), **payload, environment=environment)
     mmengine.mkdir_or_exist(osp.dirname(osp.abspath(args.out)))
     mmengine.dump(result, args.out, indent=2)

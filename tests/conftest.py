@@ -1,4 +1,4 @@
-"""Session-wide fixtures shared by several test files."""
+"""Fixtures shared by several test files, built once per test run."""
 
 import pytest
 from search_fixtures import build_search_model, make_people

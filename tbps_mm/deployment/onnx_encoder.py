@@ -100,7 +100,7 @@ class ONNXRuntimeEncoder:
         if num_threads is not None:
             options.intra_op_num_threads = int(num_threads)
         providers = list(providers or ('CPUExecutionProvider',))
-        self.sessions = {
+        self.ort_sessions = {
             side: ort.InferenceSession(
                 osp.join(onnx_dir, self.meta[side]['file']),
                 sess_options=options,
@@ -112,7 +112,7 @@ class ONNXRuntimeEncoder:
         self.with_attention = self.meta['with_attention']
 
     def _outputs(self, side: str, feeds: Dict[str, np.ndarray]) -> Dict:
-        values = self.sessions[side].run(None, feeds)
+        values = self.ort_sessions[side].run(None, feeds)
         return {
             name: torch.from_numpy(value).to(self.device)
             for name, value in zip(self.meta['outputs'], values)

@@ -62,8 +62,8 @@ Usage:
         --plot docs/images/search_scale.png
 
     The default ``--index`` list is the recorded one (100k, 1M and the 10M
-    projected index); ``--replot A.json B.json --plot P.png`` redraws the
-    table and plot of recorded runs.
+    indexes projected onto 128 and 256 directions); ``--replot A.json
+    B.json --plot P.png`` redraws the table and plot of recorded runs.
 
 Example output (shape only; recorded numbers live in docs/benchmarks.md)::
 
@@ -823,9 +823,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             '1000000|ivf-sq8/1024|16,32,64,128',
             '1000000|proj/128/1024|16,32,64',
             '10000000|proj/128/4096|16,32,64',
+            '10000000|proj/256/4096|32,64,128',
         ],
         help='SIZE|KIND[|NPROBE,...]; KIND: flat, ivf-sq8/NLIST (GalleryIndex), '
-        'faiss:FACTORY or pcaq/RANK/NLIST',
+        'faiss:FACTORY, pcaq/RANK/NLIST or proj/RANK/NLIST',
     )
     parser.add_argument('--recall-queries', type=int, default=500)
     parser.add_argument('--timed-queries', type=int, default=200)

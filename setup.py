@@ -1,6 +1,6 @@
 """Install tbps_mm: ``pip install -e .`` (add ``[tests]`` for the test tools,
 ``[deploy]`` for ONNX export and onnxruntime, ``[serve]`` for the search page,
-``[analysis]`` for tools/analysis_tools)."""
+``[analysis]`` for tools/analysis_tools, ``[video]`` for video search)."""
 
 import os.path as osp
 
@@ -40,11 +40,13 @@ setup(
         'deploy': read_requirements('deploy.txt'),
         'serve': read_requirements('serve.txt'),
         'analysis': read_requirements('analysis.txt'),
-        # The tests cover the deploy, serve and analysis extras too.
+        'video': read_requirements('video.txt'),
+        # The tests cover the deploy, serve, analysis and video extras too.
         'tests': read_requirements('tests.txt')
         + read_requirements('deploy.txt')
         + read_requirements('serve.txt')
-        + read_requirements('analysis.txt'),
+        + read_requirements('analysis.txt')
+        + read_requirements('video.txt'),
     },
     classifiers=[
         'Programming Language :: Python :: 3',

@@ -11,6 +11,7 @@ from .cuhk_pedes import CUHKPEDES
 from .icfg_pedes import ICFGPEDES
 from .rstpreid import RSTPReid
 from .synthpedes_dataset import SynthPedes
+from .synthpedes_videos import SynthPedesVideos, read_mot_ground_truth
 
 __all__ = [
     'BaseTBPSDataset',
@@ -18,5 +19,7 @@ __all__ = [
     'ICFGPEDES',
     'RSTPReid',
     'SynthPedes',
+    'SynthPedesVideos',
+    'read_mot_ground_truth',
     'transforms',
 ]

@@ -1,0 +1,271 @@
+"""Tests of video ingestion: VideoIndexer, TrackGallery and the two tools."""
+
+import csv
+import importlib.util
+import json
+import os.path as osp
+import shutil
+from datetime import datetime, time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fixtures_tbps import CAPTION_WORDS, make_tiny_tokenizer
+from mmengine.config import Config
+from search_fixtures import SEARCH_CONFIG
+
+from tbps_mm.apis import (
+    TBPSInferencer,
+    TrackGallery,
+    TrackGalleryError,
+    VideoIndexer,
+    inferencer_encoders,
+    read_manifest,
+)
+from tbps_mm.datasets import SynthPedesVideos
+from tbps_mm.registry import MODELS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tool(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    """Tiny SynthPedes videos and a randomly initialised tiny model."""
+    root = tmp_path_factory.mktemp('video_index')
+    tokenizer = make_tiny_tokenizer(root / 'tokenizer')
+    config = root / 'tiny.py'
+    config.write_text(
+        SEARCH_CONFIG.format(tokenizer=tokenizer, vocab=len(CAPTION_WORDS) + 5)
+    )
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(str(config)).model)
+    checkpoint = root / 'tiny.pth'
+    torch.save(
+        {k: v for k, v in model.state_dict().items() if not k.startswith('losses.')},
+        checkpoint,
+    )
+    dataset = SynthPedesVideos(str(root / 'videos'), size='tiny', seed=0)
+    inferencer = TBPSInferencer(str(config), str(checkpoint), show_progress=False)
+    return dict(
+        root=root,
+        config=str(config),
+        checkpoint=str(checkpoint),
+        dataset=dataset,
+        encoders=inferencer_encoders(inferencer),
+    )
+
+
+def _ingest(setup, det_dir=None, **overrides):
+    det_dir = det_dir or osp.join(setup['dataset'].data_root, 'gt')
+    settings = dict(
+        detector=dict(type='MOTDetectionsFile', det_dir=det_dir),
+        tracker=dict(type='ByteTrackAdapter', minimum_consecutive_frames=1),
+        sample_fps=5.0,
+        crops_per_track=4,
+        min_detections=3,
+    )
+    settings.update(overrides)
+    return settings
+
+
+def test_incremental_and_idempotent_indexing(setup, tmp_path):
+    encode_crops, encode_text, fingerprint = setup['encoders']
+    calls = []
+
+    def counting(crops):
+        calls.append(len(crops))
+        return encode_crops(crops)
+
+    index_file = str(tmp_path / 'footage.tracks')
+    videos = setup['dataset'].manifest()
+    indexer = VideoIndexer(_ingest(setup), counting, index_file, fingerprint)
+    first = indexer.index_videos(videos[:1])
+    assert first['added'] == [videos[0]['file']] and first['tracks_added'] > 0
+    n_first = first['num_tracks']
+    # a new video adds its tracks; the first one is not encoded again
+    calls.clear()
+    second = VideoIndexer(_ingest(setup), counting, index_file, fingerprint)
+    summary = second.index_videos(videos)
+    assert summary['skipped'] == [videos[0]['file']]
+    assert summary['added'] == [videos[1]['file']]
+    assert summary['num_tracks'] == n_first + summary['tracks_added']
+    encoded = sum(calls)
+    # re-indexing the same videos changes nothing and encodes nothing
+    calls.clear()
+    before = open(index_file, 'rb').read()
+    again = VideoIndexer(_ingest(setup), counting, index_file, fingerprint)
+    summary = again.index_videos(videos)
+    assert summary['skipped'] == [v['file'] for v in videos] and not calls
+    assert open(index_file, 'rb').read() == before
+    # the same bytes under another name are the same video
+    copy = tmp_path / 'copy_of_cam1.mp4'
+    shutil.copyfile(videos[0]['file'], copy)
+    dets = tmp_path / 'dets'
+    shutil.copytree(osp.join(setup['dataset'].data_root, 'gt'), dets)
+    shutil.copyfile(dets / 'cam1.txt', dets / 'copy_of_cam1.txt')
+    summary = VideoIndexer(
+        _ingest(setup, str(dets)), counting, index_file, fingerprint
+    ).index_videos([dict(videos[0], file=str(copy))])
+    assert summary['skipped'] == [str(copy)] and not calls
+    # other settings replace the video's tracks instead of adding duplicates
+    changed = VideoIndexer(
+        _ingest(setup, min_detections=2), counting, index_file, fingerprint
+    )
+    summary = changed.index_videos(videos[:1])
+    assert summary['replaced'] == [videos[0]['file']]
+    gallery = TrackGallery.open(index_file, fingerprint)
+    per_video = {}
+    for record in gallery.records.values():
+        per_video.setdefault(record['video_sha256'], []).append(record)
+    assert len(per_video) == 2
+    assert sum(len(v['tracks']) for v in gallery.videos.values()) == len(gallery)
+    assert encoded > 0
+
+
+def test_track_records_and_filters(setup, tmp_path):
+    encode_crops, encode_text, fingerprint = setup['encoders']
+    dataset = setup['dataset']
+    indexer = VideoIndexer(
+        _ingest(setup), encode_crops, str(tmp_path / 'g.tracks'), fingerprint
+    )
+    indexer.index_videos(dataset.manifest())
+    gallery = indexer.gallery
+    assert len(gallery) >= 2
+    videos = {v['file']: v for v in dataset.videos}
+    for record in gallery.records.values():
+        video = videos[record['video']]
+        assert record['camera'] == video['camera']
+        assert osp.isfile(osp.join(gallery.crop_dir, record['crop']))
+        frames = [b[0] for b in record['boxes']]
+        assert frames == sorted(frames) and len(frames) >= 3
+        assert record['first_frame'] == frames[0] and record['last_frame'] == frames[-1]
+        assert record['start'] == pytest.approx((frames[0] - 1) / video['fps'])
+        start = datetime.fromisoformat(video['start_time'])
+        got = datetime.fromisoformat(record['start_time'])
+        assert (got - start).total_seconds() == pytest.approx(record['start'], abs=1e-3)
+        assert datetime.fromisoformat(record['end_time']) >= got
+        # every box of the track is a ground-truth box of that frame
+        gt = dataset.load_gt(video)
+        for frame, x, y, w, h, _ in record['boxes']:
+            boxes = gt[frame][0]
+            assert np.abs(boxes - [x, y, x + w, y + h]).sum(1).min() < 0.5
+    query = encode_text('a woman in a red shirt')
+    everything = gallery.search(query, topk=100)
+    assert len(everything) == len(gallery)
+    scores = [h['score'] for h in everything]
+    assert scores == sorted(scores, reverse=True)
+    cam2 = gallery.search(query, topk=100, cameras=['2'])
+    assert cam2 and all(h['camera'] == '2' for h in cam2)
+    assert [h['key'] for h in cam2] == [
+        h['key'] for h in everything if h['camera'] == '2'
+    ]
+    threshold = scores[len(scores) // 2]
+    assert all(
+        h['score'] >= threshold for h in gallery.search(query, 100, min_score=threshold)
+    )
+    # time windows: the whole morning, then a window before everything
+    assert len(
+        gallery.search(query, 100, time_from=time(10, 0), time_to=time(10, 5))
+    ) == len(gallery)
+    assert gallery.search(query, 100, time_from=time(9, 0), time_to=time(9, 30)) == []
+    one = everything[0]
+    start = datetime.fromisoformat(one['start_time'])
+    hits = gallery.search(query, 100, time_from=start, time_to=start)
+    assert one['key'] in [h['key'] for h in hits]
+    with pytest.raises(ValueError, match='before it starts'):
+        gallery.search(query, 5, time_from=time(10, 5), time_to=time(10, 0))
+    # find similar: a track's own vector finds itself first
+    vector = gallery.vectors([one['key']])[0]
+    assert gallery.search(vector, 1)[0]['key'] == one['key']
+    assert one['key'] not in [
+        h['key'] for h in gallery.search(vector, 100, exclude=[one['key']])
+    ]
+    # another encoder's gallery is refused, naming the file
+    with pytest.raises(TrackGalleryError, match='g.tracks.*another model'):
+        TrackGallery.open(str(tmp_path / 'g.tracks'), 'other-fingerprint')
+
+
+def test_manifest_errors_name_the_entry(tmp_path):
+    path = tmp_path / 'cams.json'
+    path.write_text(json.dumps([{'file': 'a.mp4', 'camera': 2, 'start_time': 'noon'}]))
+    with pytest.raises(ValueError, match='entry 0, field "start_time"'):
+        read_manifest(str(path))
+    path.write_text(json.dumps({'videos': [{'camera': 2}]}))
+    with pytest.raises(ValueError, match='entry 0: no "file"'):
+        read_manifest(str(path))
+    path.write_text(json.dumps([{'file': 'a.mp4', 'camera': 2}]))
+    assert read_manifest(str(path)) == {
+        str(tmp_path / 'a.mp4'): dict(camera='2', start_time=None)
+    }
+
+
+def test_index_and_search_tools(setup, tmp_path, capsys):
+    index_video, search_video = _tool('index_video'), _tool('search_video')
+    data_root = setup['dataset'].data_root
+    index = str(tmp_path / 'f.tracks')
+    common = [setup['config'], setup['checkpoint']]
+    args = [
+        *common, osp.join(data_root, 'videos'), '--index', index,
+        '--manifest', osp.join(data_root, 'videos.json'),
+        '--detections', osp.join(data_root, 'gt'),
+    ]  # fmt: skip
+    assert index_video.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count('added ') == 2 and 'tracks added' in out
+    assert index_video.main(args) == 0
+    assert capsys.readouterr().out.count('unchanged ') == 2
+    export = tmp_path / 'hits.csv'
+    crops = tmp_path / 'crops'
+    assert search_video.main([
+        *common, '--index', index, '--query', 'a man in a blue coat',
+        '--camera', '2', '--time-from', '10:00', '--time-to', '10:05',
+        '--export', str(export), '--export-crops', str(crops), '--topk', '3',
+    ]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    rows = list(csv.DictReader(open(export)))
+    assert 0 < len(rows) <= 3 and all(r['camera'] == '2' for r in rows)
+    assert len(list(crops.iterdir())) == len(rows)
+    key = rows[0]['key']
+    assert (
+        search_video.main(
+            [
+                *common,
+                '--index',
+                index,
+                '--similar-to',
+                key,
+                '--export',
+                str(tmp_path / 'h.json'),
+            ]
+        )
+        == 0
+    )
+    similar = json.load(open(tmp_path / 'h.json'))
+    assert similar and key not in [h['key'] for h in similar]
+    capsys.readouterr()
+    # user mistakes: error lines, exit code 2, no traceback
+    for bad in (
+        [*common, '--index', index, '--query', 'x', '--time-from', '25:99'],
+        [*common, '--index', index, '--query', '  '],
+        [*common, '--index', index, '--similar-to', 'nope/1'],
+        [*common, '--index', str(tmp_path / 'none.tracks'), '--query', 'x'],
+        [*common, '--index', index, '--query', 'x', '--export', 'out.txt'],
+    ):
+        assert search_video.main(bad) == 2
+        assert capsys.readouterr().err.startswith('error: ')
+    folder = osp.join(data_root, 'videos')
+    for bad in (
+        [*common, str(tmp_path / 'missing.mp4'), '--index', index],
+        [*common, folder, '--index', index, '--start-time', 'noon'],
+        [*common, folder, '--index', index, '--detections', str(tmp_path)],
+    ):
+        assert index_video.main(bad) == 2
+        assert capsys.readouterr().err.startswith('error: ')

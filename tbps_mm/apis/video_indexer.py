@@ -60,8 +60,15 @@ __all__ = [
 
 #: The ingestion settings of configs without a ``video_ingest`` entry.
 DEFAULT_VIDEO_INGEST = dict(
-    detector=dict(type='BackgroundSubtractionDetector', min_height=30),
-    tracker=dict(type='ByteTrackAdapter', minimum_consecutive_frames=2),
+    detector=dict(type='BackgroundSubtractionDetector'),
+    tracker=dict(
+        type='ByteTrackAdapter',
+        track_activation_threshold=0.3,
+        high_conf_det_threshold=0.5,
+        minimum_iou_threshold=0.05,
+        lost_track_buffer=60,
+        minimum_consecutive_frames=2,
+    ),
     sample_fps=5.0,
     crops_per_track=8,
     min_detections=3,

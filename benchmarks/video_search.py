@@ -364,7 +364,7 @@ def main(argv=None) -> int:
             name, ci_text(r['retrieval']['R1']), f'{r["retrieval"]["AP"][0]:.1f}',
             ci_text(diff['R1'], True), ci_text(diff['AP'], True),
             f'{100 * detection["ap"]:.1f}', f'{100 * tracking["idf1"]:.1f}',
-            f'{100 * tracking["mota"]:.1f}', f'{num_tracks} ({false_tracks} false)',
+            f'{100 * tracking["mota"]:.1f}', f'{num_tracks} ({false_tracks})',
             f'{video_seconds / wall:.2f}',
         ])  # fmt: skip
     gt_summary = {k: bootstrap_ci(v) for k, v in gt_scores.items()}
@@ -377,7 +377,7 @@ def main(argv=None) -> int:
         markdown_table(
             ['detections', 'text->track R@1 [95% CI]', 'mAP',
              'R@1 gap [95% CI]', 'mAP gap [95% CI]', 'det AP@0.5', 'IDF1',
-             'MOTA', 'tracks', 'video-s / s'],
+             'MOTA', 'tracks (no majority person)', 'video-s / s'],
             rows,
         )
     )  # fmt: skip
@@ -386,10 +386,15 @@ def main(argv=None) -> int:
             f'{k} {100 * v:.0f}%' for k, v in r['ingest']['stage_share'].items()
         )
         print(f'{name}: stage shares: {shares}')
+    machine = machine_info()
+    # the command as typed, without this machine's folders
+    machine['command'] = 'python ' + ' '.join(
+        osp.basename(a) if osp.isabs(a) else a for a in sys.argv
+    )
     write_json(
         args.out,
         dict(
-            machine=machine_info(),
+            machine=machine,
             dataset=dict(
                 size=args.size,
                 seeds=args.seeds,

@@ -23,6 +23,7 @@ from tbps_mm.apis import (
     inferencer_encoders,
     read_manifest,
 )
+from tbps_mm.apis.track_gallery import track_index_metadata
 from tbps_mm.datasets import SynthPedesVideos
 from tbps_mm.registry import MODELS
 
@@ -269,3 +270,17 @@ def test_index_and_search_tools(setup, tmp_path, capsys):
     ):
         assert index_video.main(bad) == 2
         assert capsys.readouterr().err.startswith('error: ')
+
+
+def test_track_records_map_to_index_metadata_columns():
+    record = dict(
+        video='/v/cam2.mp4', camera='2', start_time='2025-06-02T10:00:05.000',
+        end_time='2025-06-02T10:00:09.000', boxes=[[1, 0, 0, 5, 5, 0.9]], crop='a.jpg',
+    )  # fmt: skip
+    row = track_index_metadata(record)
+    assert row['camera'] == '2' and row['source'] == '/v/cam2.mp4'
+    later = track_index_metadata(dict(record, start_time='2025-06-02T10:01:05'))
+    assert later['time'] - row['time'] == pytest.approx(60.0)
+    assert row['extra']['boxes'] == record['boxes'] and 'camera' not in row['extra']
+    json.dumps(row)  # a JSON column
+    assert track_index_metadata(dict(record, start_time=None))['time'] is None

@@ -32,7 +32,14 @@ import numpy as np
 
 from .gallery_index import GalleryIndex
 
-__all__ = ['TrackGallery', 'TrackGalleryError', 'insert_tracks', 'FORMAT']
+__all__ = [
+    'TrackGallery',
+    'TrackGalleryError',
+    'insert_tracks',
+    'track_index_metadata',
+    'wall_clock_seconds',
+    'FORMAT',
+]
 
 #: The ``kind`` written in a track gallery's metadata.
 FORMAT = 'tbps_mm.video_tracks/1'
@@ -282,6 +289,49 @@ def insert_tracks(
     gallery.index.add(list(keys), np.asarray(vectors, np.float32))
     for key, record in zip(keys, records):
         gallery.records[key] = dict(record)
+
+
+def wall_clock_seconds(moment: Optional[str]) -> Optional[float]:
+    """An ISO wall-clock time as seconds since 1970-01-01 (the clock's own
+    zone: times are compared with each other, never converted).
+
+    Example:
+        >>> wall_clock_seconds('1970-01-01T00:01:00')
+        60.0
+    """
+    if moment is None:
+        return None
+    parsed = datetime.fromisoformat(moment).replace(tzinfo=None)
+    return (parsed - datetime(1970, 1, 1)).total_seconds()
+
+
+def track_index_metadata(record: dict) -> dict:
+    """A track record as a gallery index's per-item metadata columns.
+
+    For stores with metadata columns and filters (camera, time, source) and
+    a JSON ``extra``: ``camera`` is the track's camera, ``time`` its
+    wall-clock start in seconds (:func:`wall_clock_seconds`; None without a
+    start time), ``source`` its video file, and ``extra`` the rest of the
+    record (end time, frames, boxes, crop...).
+
+    Args:
+        record (dict): A track record (see :class:`TrackGallery`).
+
+    Returns:
+        dict: ``camera``, ``time``, ``source`` and ``extra``.
+
+    Example:
+        >>> track_index_metadata(dict(camera='2', video='cam2.mp4',
+        ...     start_time='1970-01-01T00:00:05', end_time=None))['time']
+        5.0
+    """
+    extra = {k: v for k, v in record.items() if k not in ('camera', 'video')}
+    return dict(
+        camera=str(record['camera']),
+        time=wall_clock_seconds(record.get('start_time')),
+        source=record['video'],
+        extra=extra,
+    )
 
 
 def wall_clock(start_time: Optional[str], seconds: float) -> Optional[str]:

@@ -131,6 +131,24 @@ def test_incremental_and_idempotent_indexing(setup, tmp_path):
     assert encoded > 0
 
 
+def test_a_video_without_people_is_indexed_once(setup, tmp_path):
+    encode_crops, _, fingerprint = setup['encoders']
+    dets = tmp_path / 'dets'
+    dets.mkdir()
+    (dets / 'cam1.txt').write_text('# nobody detected\n')
+    video = setup['dataset'].manifest()[0]
+    index_file = str(tmp_path / 'empty.tracks')
+    first = VideoIndexer(
+        _ingest(setup, str(dets)), encode_crops, index_file, fingerprint
+    ).index_videos([video])
+    assert first['added'] == [video['file']] and first['num_tracks'] == 0
+    again = VideoIndexer(
+        _ingest(setup, str(dets)), encode_crops, index_file, fingerprint
+    )
+    assert again.index_videos([video])['skipped'] == [video['file']]
+    assert again.search(np.ones(again.gallery.index.dim, np.float32)) == []
+
+
 def test_track_records_and_filters(setup, tmp_path):
     encode_crops, encode_text, fingerprint = setup['encoders']
     dataset = setup['dataset']

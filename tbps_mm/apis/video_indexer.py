@@ -46,6 +46,7 @@ from PIL import Image
 
 from tbps_mm.video import STAGES, VideoTrackPipeline
 
+from .gallery_index import GalleryIndex
 from .track_gallery import TrackGallery, insert_tracks, wall_clock
 
 __all__ = [
@@ -306,6 +307,11 @@ class VideoIndexer:
                 summary['added'].append(path)
             keys, records = self._records(path, sha, cam, start, result)
             insert_tracks(self.gallery, keys, result.vectors, records)
+            if self.gallery.index is None:
+                # no track yet: an empty gallery of the encoder's dimension
+                # still records that this video was indexed
+                dim = np.asarray(self.encode_crops([np.zeros((128, 48, 3), np.uint8)]))
+                self.gallery.index = GalleryIndex(int(dim.shape[1]), 'flat')
             self.gallery.videos[sha] = dict(
                 path=path,
                 camera=cam,

@@ -548,33 +548,6 @@ class GalleryIndex:
             self._ids[key] = faiss_id
             self._keys[faiss_id] = key
 
-    def vectors(self, keys: Sequence[str]) -> np.ndarray:
-        """The stored vectors of ``keys`` (exact index only).
-
-        Args:
-            keys (Sequence[str]): Keys held by the index.
-
-        Returns:
-            np.ndarray: (len(keys), dim) float32, in the order of ``keys``.
-
-        Raises:
-            KeyError: A key the index does not hold.
-            ValueError: The index is approximate (it holds codes, not the
-                vectors).
-        """
-        if self.index_type != 'flat':
-            raise ValueError(
-                f'a {self.index_type} index holds quantised codes, not vectors: '
-                'only a flat index returns its vectors'
-            )
-        missing = [k for k in keys if k not in self._ids]
-        if missing:
-            raise KeyError(f'not in the index: {missing[:5]}')
-        out = np.zeros((len(keys), self.dim), dtype=np.float32)
-        for row, key in enumerate(keys):
-            out[row] = self._faiss.reconstruct(self._ids[key])
-        return out
-
     def remove(self, keys: Sequence[str]) -> int:
         """Remove keys (unknown keys are ignored).
 

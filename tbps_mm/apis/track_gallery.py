@@ -1,7 +1,9 @@
 """``TrackGallery``: the searchable person tracks of indexed videos.
 
 One gallery entry per track: its pooled fused vector in an exact
-:class:`~tbps_mm.apis.gallery_index.GalleryIndex`, and a metadata record
+:class:`~tbps_mm.apis.gallery_index.GalleryIndex` (and a copy, base64
+float32, for "find similar": any index may search, not every index returns
+its vectors), and a metadata record
 (source video and its content hash, camera, start / end time in the video
 and on the wall clock, frame numbers, every box with its score, the path of
 the representative crop). The records, the fingerprint of the encoder and
@@ -23,6 +25,7 @@ Example:
     >>> hits = gallery.search(query_vector, topk=10, cameras=['2'])
 """
 
+import base64
 import os
 import os.path as osp
 from datetime import datetime, time, timedelta
@@ -98,6 +101,8 @@ class TrackGallery:
         self.index: Optional[GalleryIndex] = None
         self.records: Dict[str, dict] = {}
         self.videos: Dict[str, dict] = {}
+        # key -> base64 of the float32 vector (what "find similar" searches)
+        self._vectors: Dict[str, str] = {}
 
     # ------------------------------------------------------------------ #
     @classmethod
@@ -137,6 +142,15 @@ class TrackGallery:
         gallery.index = index
         gallery.records = dict(meta.get('tracks', {}))
         gallery.videos = dict(meta.get('videos', {}))
+        gallery._vectors = dict(meta.get('vectors', {}))
+        if set(gallery._vectors) != set(gallery.records) or len(index) != len(
+            gallery.records
+        ):
+            raise TrackGalleryError(
+                f'"{path}" is inconsistent: {len(index)} vectors, '
+                f'{len(gallery.records)} track records and {len(gallery._vectors)} '
+                'stored copies; rebuild it'
+            )
         return gallery
 
     def __len__(self) -> int:
@@ -159,6 +173,7 @@ class TrackGallery:
                 encoder=self.encoder,
                 tracks=self.records,
                 videos=self.videos,
+                vectors=self._vectors,
             ),
         )
 
@@ -178,16 +193,33 @@ class TrackGallery:
         if self.index is not None:
             self.index.remove(keys)
         for key in keys:
+            self._vectors.pop(key, None)
             crop = self.records.pop(key).get('crop')
             if crop and osp.isfile(osp.join(self.crop_dir, crop)):
                 os.remove(osp.join(self.crop_dir, crop))
         return len(keys)
 
     def vectors(self, keys: Sequence[str]) -> np.ndarray:
-        """The stored vectors of tracks (for "find similar")."""
-        if self.index is None:
-            raise KeyError(f'not in the gallery: {list(keys)[:5]}')
-        return self.index.vectors(keys)
+        """The vectors of tracks (for "find similar").
+
+        Args:
+            keys (Sequence[str]): Track keys.
+
+        Returns:
+            np.ndarray: (len(keys), D) float32, in the order of ``keys``.
+
+        Raises:
+            KeyError: A key the gallery does not hold.
+        """
+        missing = [k for k in keys if k not in self._vectors]
+        if missing:
+            raise KeyError(f'not in the gallery: {missing[:5]}')
+        return np.stack(
+            [
+                np.frombuffer(base64.b64decode(self._vectors[k]), np.float32)
+                for k in keys
+            ]
+        )
 
     # ------------------------------------------------------------------ #
     def search(
@@ -286,9 +318,11 @@ def insert_tracks(
         return
     if gallery.index is None:
         gallery.index = GalleryIndex(int(np.asarray(vectors).shape[1]), 'flat')
-    gallery.index.add(list(keys), np.asarray(vectors, np.float32))
-    for key, record in zip(keys, records):
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    gallery.index.add(list(keys), vectors)
+    for key, record, vector in zip(keys, records, vectors):
         gallery.records[key] = dict(record)
+        gallery._vectors[key] = base64.b64encode(vector.tobytes()).decode('ascii')
 
 
 def wall_clock_seconds(moment: Optional[str]) -> Optional[float]:

@@ -55,7 +55,7 @@ identities the generative model never saw.
    at-scale index do to the standard protocol.
 
 Usage:
-    python benchmarks/search_scale.py CONFIG CHECKPOINT \\
+    python benchmarks/search_scale.py CONFIG CHECKPOINT [--trust-checkpoint] \\
         [--data-root data/synthpedes_small] \\
         [--index '1000000|ivf-sq8/1024|16,32,64' ...] \\
         --out benchmarks/results/search_scale.json \\

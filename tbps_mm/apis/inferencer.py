@@ -404,6 +404,8 @@ class TBPSInferencer:
         # leaves the file's size and modification time as they were.
         todo = {p: images[p] for p in images if p not in files}
         cache = EncodingCache(index_file + CACHE_SUFFIX, self.fingerprints)
+        if rebuild:
+            cache.remove()  # encode everything again, as asked
         resumed = cache.reusable(todo)
         if resumed:
             print_log(
@@ -412,7 +414,10 @@ class TBPSInferencer:
                 logger='current',
             )
         unreadable = self._encode_to_cache(
-            cache, [p for p in todo if p not in resumed], batch_size, chunk_size
+            cache,
+            {p: stat for p, stat in todo.items() if p not in resumed},
+            batch_size,
+            chunk_size,
         )
         index, new_files = self._add_from_cache(
             index,
@@ -444,9 +449,10 @@ class TBPSInferencer:
         metadata = dict(
             self.fingerprints, folders=folders, files=files, skipped=skipped_files
         )
-        if new_files or removed or stored != metadata:
-            self._save(index, index_file, metadata)
-        cache.remove()
+        if not (new_files or removed or stored != metadata) or self._save(
+            index, index_file, metadata
+        ):
+            cache.remove()  # the index file holds the vectors now
         index.metadata = metadata
         if skipped:
             print_log(
@@ -472,17 +478,19 @@ class TBPSInferencer:
     def _encode_to_cache(
         self,
         cache: EncodingCache,
-        paths: List[str],
+        todo: Dict[str, List[int]],
         batch_size: Optional[int],
         chunk_size: int,
     ) -> List[Tuple[str, str]]:
-        """Encode ``paths`` chunk by chunk into ``cache``.
+        """Encode the images of ``todo`` (path -> ``[size, mtime_ns]`` as
+        listed) chunk by chunk into ``cache``.
 
         Returns:
             list[tuple[str, str]]: ``(path, reason)`` of the images that
             could not be read.
         """
         batch_size = batch_size or self.batch_size
+        paths = list(todo)
         unreadable: List[Tuple[str, str]] = []
         progress = tqdm(
             total=len(paths),
@@ -502,12 +510,7 @@ class TBPSInferencer:
                     keys.extend(out['paths'])
                     vectors.append(out['fused_embed'].float().cpu().numpy())
             if keys:
-                stats = [os.stat(p) for p in keys]
-                cache.add(
-                    keys,
-                    np.concatenate(vectors),
-                    [[st.st_size, st.st_mtime_ns] for st in stats],
-                )
+                cache.add(keys, np.concatenate(vectors), [todo[p] for p in keys])
         progress.close()
         return unreadable
 
@@ -543,8 +546,12 @@ class TBPSInferencer:
         return index, added
 
     @staticmethod
-    def _save(index: GalleryIndex, index_file: str, metadata: dict) -> None:
-        """Write the index (atomically); an unwritable folder only warns."""
+    def _save(index: GalleryIndex, index_file: str, metadata: dict) -> bool:
+        """Write the index (atomically); an unwritable folder only warns.
+
+        Returns:
+            bool: Whether the file was written.
+        """
         try:
             os.makedirs(osp.dirname(index_file), exist_ok=True)
             index.save(index_file, metadata)
@@ -555,12 +562,13 @@ class TBPSInferencer:
                 logger='current',
                 level=30,
             )
-            return
+            return False
         print_log(
             f'Wrote the index of {len(index)} images ({index.describe()}) to '
             f'"{index_file}"',
             logger='current',
         )
+        return True
 
     def set_gallery(
         self, paths: Sequence[str], embed: torch.Tensor, part_embeds: torch.Tensor

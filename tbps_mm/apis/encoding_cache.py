@@ -96,12 +96,21 @@ class EncodingCache:
             self.files = []
         else:
             self.files = list(manifest['chunks'])
-        for name in os.listdir(self.folder):
-            if name != _MANIFEST and name not in self.files:
-                # A chunk cut short by a kill, or a temporary file.
-                os.remove(osp.join(self.folder, name))
-        if not self.files and osp.exists(osp.join(self.folder, _MANIFEST)):
-            os.remove(osp.join(self.folder, _MANIFEST))
+        try:
+            for name in os.listdir(self.folder):
+                if name != _MANIFEST and name not in self.files:
+                    # A chunk cut short by a kill, or a temporary file.
+                    os.remove(osp.join(self.folder, name))
+            if not self.files and osp.exists(osp.join(self.folder, _MANIFEST)):
+                os.remove(osp.join(self.folder, _MANIFEST))
+        except OSError as err:
+            print_log(
+                f'Cannot tidy the encoding cache "{self.folder}" ({err}): it is '
+                'not used; encoded vectors are kept in memory',
+                logger='current',
+                level=30,
+            )
+            self.files, self._on_disk = [], False
 
     def _read_manifest(self) -> Optional[dict]:
         path = osp.join(self.folder, _MANIFEST)

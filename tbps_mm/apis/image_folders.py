@@ -53,9 +53,8 @@ class FolderListing:
         return counts
 
 
-def _walk(folder: str, listing: FolderListing) -> int:
-    """List one folder into ``listing``; return the entries seen there."""
-    seen = 0
+def _walk(folder: str, listing: FolderListing) -> None:
+    """List one folder (recursively) into ``listing``."""
 
     def failed(err: OSError) -> None:
         path = err.filename or folder
@@ -65,7 +64,6 @@ def _walk(folder: str, listing: FolderListing) -> int:
 
     for root, dirs, files in os.walk(folder, onerror=failed):
         dirs.sort()
-        seen += 1
         for name in sorted(files):
             if not name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
@@ -87,7 +85,6 @@ def _walk(folder: str, listing: FolderListing) -> int:
                 )
                 continue
             listing.images[path] = [stat.st_size, stat.st_mtime_ns]
-    return seen
 
 
 def list_image_folders(folders: Sequence[str]) -> FolderListing:

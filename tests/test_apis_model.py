@@ -89,3 +89,24 @@ def test_fused_encoder_vectors_are_the_model_score(tiny):
         encoder.encode_texts(['  '])
     with pytest.raises(ValueError, match='backend must be one of'):
         FusedEncoder(encoder.model, backend='tensorrt')
+
+
+def test_search_tool_reads_a_training_checkpoint_only_when_trusted(
+    tiny, tmp_path, capsys
+):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        'search_tool', Path(__file__).resolve().parents[1] / 'tools' / 'search.py'
+    )
+    search = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(search)
+    folder = str(Path(tiny['people'][0]['path']).parent)
+    args = [tiny['config'], tiny['training'], '--images', folder]
+    args += ['--index', str(tmp_path / 'g.idx'), '--query', 'a man in red']
+    assert search.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and '--trust-checkpoint' in err
+    assert search.main(args + ['--trust-checkpoint']) == 0
+    assert 'index built: 6 images' in capsys.readouterr().out

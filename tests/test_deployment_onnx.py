@@ -250,3 +250,32 @@ def test_fused_encoder_uses_the_graph_fused_output(search_setup, tmp_path):
     a, b = torch_enc.encode_texts(captions), ort_enc.encode_texts(captions)
     assert (a['fused_embed'] - b['fused_embed']).abs().max() < 1e-4
     assert torch.equal(a['text_ids'], b['text_ids'])
+
+
+def test_search_tool_encodes_with_onnxruntime(search_setup, tmp_path, capsys):
+    config, checkpoint = search_setup['config'], search_setup['checkpoint']
+    onnx_dir = tmp_path / 'onnx'
+    assert load_tool().main([config, checkpoint, str(onnx_dir)]) == 0
+    spec = importlib.util.spec_from_file_location(
+        'search_tool', Path(__file__).resolve().parents[1] / 'tools' / 'search.py'
+    )
+    search = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(search)
+    record = search_setup['people'][3]
+    outputs = []
+    for extra in ([], ['--onnx', str(onnx_dir)]):
+        capsys.readouterr()
+        code = search.main(
+            [config, checkpoint, '--images', search_setup['gallery']]
+            + ['--index', str(tmp_path / f'{len(extra)}.idx')]
+            + ['--query', record['captions'][0], '--topk', '3']
+            + extra
+        )
+        assert code == 0
+        lines = [ln.split() for ln in capsys.readouterr().out.splitlines()]
+        outputs.append([ln for ln in lines if ln and ln[0].isdigit()])
+    torch_rows, ort_rows = outputs
+    assert [r[2] for r in ort_rows] == [r[2] for r in torch_rows]
+    assert f'person_{record["pid"]}_' in ort_rows[0][2]
+    for a, b in zip(torch_rows, ort_rows):
+        assert abs(float(a[1]) - float(b[1])) < 1e-3

@@ -44,7 +44,7 @@ def server(search_setup, tmp_path_factory):
     import uvicorn
 
     from tbps_mm.apis import TBPSInferencer
-    from tbps_mm.apis.search_app import create_app
+    from tbps_mm_serve import create_app
 
     inferencer = TBPSInferencer(
         search_setup['config'], search_setup['checkpoint'], show_progress=False

@@ -25,7 +25,6 @@ import sys
 import tbps_mm  # noqa: F401  (registers every component)
 from tbps_mm.apis import TBPSInferencer, format_index_summary
 from tbps_mm.apis.gallery_index import INDEX_TYPES
-from tbps_mm.apis.search_app import create_app
 from tbps_mm.engine import (
     LaunchError,
     add_index_args,
@@ -36,6 +35,7 @@ from tbps_mm.engine import (
     load_config,
 )
 from tbps_mm.models.checkpoint import CheckpointMismatchError
+from tbps_mm_serve import create_app
 
 
 def parse_args(argv=None) -> argparse.Namespace:

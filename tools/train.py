@@ -25,6 +25,7 @@ from tbps_mm.engine import (
     add_launch_args,
     build_runner,
     check_checkpoint,
+    check_train_length,
     prepare_config,
     resolve_work_dir,
     setup_distributed,
@@ -70,6 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def merge_args(cfg, args):
     """Apply the command line on top of the config."""
     resolve_work_dir(cfg, args.config, args.work_dir)
+    check_train_length(cfg, args.config)
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if optim_wrapper not in ('AmpOptimWrapper', 'mmengine.AmpOptimWrapper'):

@@ -226,6 +226,31 @@ def check_checkpoint(path: Optional[str], what: str = 'checkpoint') -> None:
         raise LaunchError(f'{what} "{path}" does not exist')
 
 
+def check_train_length(cfg: Config, config_path: str) -> None:
+    """Raise :class:`LaunchError` unless the train loop runs at least one step.
+
+    Args:
+        cfg (Config): The merged config.
+        config_path (str): The config file (named in the error).
+
+    Example:
+        >>> check_train_length(Config(dict(train_cfg=dict(max_epochs=0))),
+        ...                    'x.py')  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        LaunchError: config "x.py": train_cfg.max_epochs must be ...
+    """
+    train_cfg = cfg.get('train_cfg') or {}
+    for key in ('max_epochs', 'max_iters'):
+        value = train_cfg.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LaunchError(
+                f'config "{config_path}": train_cfg.{key} must be a whole number '
+                f'>= 1, got {value!r}'
+            )
+
+
 def setup_distributed(cfg: Config, launcher: str) -> None:
     """Prepare ``cfg`` for ``launcher`` and start CPU process groups.
 

@@ -20,12 +20,22 @@ initialisation and one line says so, instead of MMEngine's missing-keys
 warning; evaluation and search do not use them. Nothing else in the
 process changes: ``torch.load`` elsewhere, MMEngine's checkpoint loader
 registry and model ``init_cfg`` weights keep their safe defaults.
+
+The Runner also fits the parameter schedulers to the train loop's length
+(:func:`fit_schedule_to_run`): a phase that would begin at or after the last
+epoch (or iteration) is left out and one that would end after it is cut
+there, so that ``--cfg-options train_cfg.max_epochs=N`` gives a valid
+schedule for every N >= 1 (MMEngine alone raises ``end should be larger than
+begin`` when a run is shorter than the warm-up).
 """
 
-from typing import Callable, Union
+import copy
+from typing import Callable, List, Sequence, Union
 
 from mmengine.model import is_model_wrapper
+from mmengine.optim import _ParamScheduler
 from mmengine.runner import Runner
+from mmengine.runner.base_loop import BaseLoop
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from tbps_mm.models.checkpoint import (
@@ -35,6 +45,58 @@ from tbps_mm.models.checkpoint import (
 from tbps_mm.registry import RUNNERS
 
 
+def fit_schedule_to_run(
+    schedulers: Sequence[dict], max_epochs: int, max_iters: int
+) -> tuple:
+    """Fit scheduler configs to a run of ``max_epochs`` epochs (``max_iters``
+    iterations).
+
+    Each phase is placed on the run's own axis (epochs for ``by_epoch``
+    phases, iterations otherwise). A phase that begins at or after the run's
+    end is left out; one whose ``end`` lies after it is cut at it; a phase
+    without ``end`` keeps MMEngine's default (the run's end).
+
+    Args:
+        schedulers (Sequence[dict]): ``param_scheduler`` entries.
+        max_epochs (int): The train loop's epochs.
+        max_iters (int): The train loop's iterations.
+
+    Returns:
+        tuple: ``(kept, notes)``: the fitted configs (copies) and one line
+        per phase that was cut or left out.
+
+    Example:
+        >>> warmup = dict(type='LinearLR', begin=0, end=5)
+        >>> cosine = dict(type='CosineAnnealingLR', begin=5)
+        >>> kept, notes = fit_schedule_to_run([warmup, cosine], 3, 30)
+        >>> [(s['type'], s['end']) for s in kept]
+        [('LinearLR', 3)]
+    """
+    kept: List[dict] = []
+    notes: List[str] = []
+    for scheduler in schedulers:
+        if not isinstance(scheduler, dict):
+            kept.append(scheduler)
+            continue
+        by_epoch = scheduler.get('by_epoch', True)
+        last, unit = (max_epochs, 'epoch') if by_epoch else (max_iters, 'iteration')
+        begin = scheduler.get('begin', 0)
+        name = scheduler.get('type', 'scheduler')
+        if begin >= last:
+            notes.append(
+                f'{name} begins at {unit} {begin}, at or after the last {unit} '
+                f'({last}) of this run: left out'
+            )
+            continue
+        scheduler = copy.deepcopy(scheduler)
+        end = scheduler.get('end')
+        if end is not None and end > last:
+            notes.append(f'{name} ends at {unit} {end}: cut at {last}')
+            scheduler['end'] = last
+        kept.append(scheduler)
+    return kept, notes
+
+
 @RUNNERS.register_module()
 class TBPSRunner(Runner):
     """The MMEngine Runner, with checkpoint loading that works on torch >= 2.6.
@@ -42,6 +104,19 @@ class TBPSRunner(Runner):
     Select it with ``runner_type = 'TBPSRunner'`` (tbps_mm's default runtime
     does). Everything else is MMEngine's ``Runner``.
     """
+
+    def _build_param_scheduler(
+        self, scheduler: Union[_ParamScheduler, dict, list], optim_wrapper
+    ) -> List[_ParamScheduler]:
+        """MMEngine's build, after :func:`fit_schedule_to_run`."""
+        if isinstance(self._train_loop, BaseLoop):
+            schedulers = scheduler if isinstance(scheduler, Sequence) else [scheduler]
+            scheduler, notes = fit_schedule_to_run(
+                schedulers, self.max_epochs, self.max_iters
+            )
+            for note in notes:
+                self.logger.info(f'param_scheduler: {note}')
+        return super()._build_param_scheduler(scheduler, optim_wrapper)
 
     def load_checkpoint(
         self,

@@ -31,7 +31,7 @@ import tbps_mm  # noqa: F401  (registers every component)
 from tbps_mm.apis import TBPSInferencer
 from tbps_mm.apis.gallery_index import INDEX_TYPES
 from tbps_mm.engine import LaunchError, add_inference_args, load_config
-from tbps_mm.models.checkpoint import CheckpointMismatchError
+from tbps_mm.models.checkpoint import TRUST_CHECKPOINT_HELP, CheckpointMismatchError
 from tbps_mm.visualization import draw_ranked_list
 
 
@@ -99,6 +99,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='also draw the part-level explanation of the best match '
         '(to <out>_explain.png; search_explain.png without --out)',
     )
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true', help=TRUST_CHECKPOINT_HELP
+    )
     add_inference_args(parser)
     return parser.parse_args(argv)
 
@@ -135,7 +138,11 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args.config, args.cfg_options)
         inferencer = TBPSInferencer(
-            cfg, args.checkpoint, device=args.device, batch_size=args.batch_size
+            cfg,
+            args.checkpoint,
+            device=args.device,
+            batch_size=args.batch_size,
+            trust_checkpoint=args.trust_checkpoint,
         )
         summary = inferencer.index(
             args.images,

@@ -128,6 +128,11 @@ class TBPSInferencer:
             index are the same for both. Defaults to ``'pytorch'``.
         onnx_dir (str, optional): The exported folder, for
             ``backend='onnxruntime'``.
+        trust_checkpoint (bool): Unpickle the checkpoint in full, for a file
+            the user trusts (``--trust-checkpoint``). By default it is read
+            without running code from it (see
+            :func:`tbps_mm.models.checkpoint.load_checkpoint_file`).
+            Defaults to False.
 
     Raises:
         FileNotFoundError: The config or checkpoint file does not exist.
@@ -154,6 +159,7 @@ class TBPSInferencer:
         show_progress: bool = True,
         backend: str = 'pytorch',
         onnx_dir: Optional[str] = None,
+        trust_checkpoint: bool = False,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
@@ -191,7 +197,10 @@ class TBPSInferencer:
 
         self.model = MODELS.build(config.model)
         load_tbps_weights(
-            self.model, checkpoint, ignore_prefixes=INFERENCE_IGNORED_PREFIXES
+            self.model,
+            checkpoint,
+            ignore_prefixes=INFERENCE_IGNORED_PREFIXES,
+            trust=trust_checkpoint,
         )
         self.model.to(self.device).eval()
         self.checkpoint_sha256 = file_sha256(checkpoint)

@@ -1,23 +1,22 @@
-"""``TBPSRunner``: MMEngine's Runner, able to read its own training checkpoints.
+"""``TBPSRunner``: MMEngine's Runner, reading checkpoints safely on torch >= 2.6.
 
 torch >= 2.6 loads with ``weights_only=True`` by default, and MMEngine 0.10.7's
 training checkpoints (``epoch_N.pth``) hold a ``HistoryBuffer``, numpy arrays
-and dtypes, which that refuses: ``load_from`` and ``resume`` break. The fix is
-scoped to the one place that reads such files, the Runner's
-``load_checkpoint`` (used by ``load_from``, ``resume`` and ``--resume auto``):
-
-* a file that loads weights-only (a published model) is loaded that way;
-* otherwise, for a *local* file the user handed to the Runner (``load_from``,
-  ``--resume PATH``) or that the Runner wrote itself in its work dir
-  (``--resume auto``), the file is unpickled in full, as MMEngine did before
-  torch 2.6. Remote files keep torch's default.
-
-The reader itself is :func:`tbps_mm.models.checkpoint.load_training_checkpoint`;
-this class only routes the Runner's loads through it. A published model
+and dtypes, which that refuses: ``load_from`` and ``resume`` break. This
+Runner's ``load_checkpoint`` (used by ``load_from``, ``resume`` and
+``--resume auto``) reads through
+:func:`tbps_mm.models.checkpoint.load_training_checkpoint`: torch's
+weights-only unpickler with an explicit allow-list of the types such files
+hold, so nothing in a checkpoint can run code. A config with
+``trust_checkpoint = True`` (``--trust-checkpoint`` on the tools) unpickles in
+full instead, for a file the user trusts. A published model
 (``tools/model_converters/publish_model.py``) has no training-only weights
 (the ID classifiers under ``losses.``): loading one, those keep the model's
 initialisation and one line says so, instead of MMEngine's missing-keys
-warning; evaluation and search do not use them. Nothing else in the
+warning; evaluation and search do not use them. Any other missing or
+unexpected key raises a ``CheckpointMismatchError`` naming the first ones,
+where MMEngine alone would log a warning and evaluate a half-random model at
+chance. Nothing else in the
 process changes: ``torch.load`` elsewhere, MMEngine's checkpoint loader
 registry and model ``init_cfg`` weights keep their safe defaults.
 
@@ -40,6 +39,7 @@ from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from tbps_mm.models.checkpoint import (
     INFERENCE_IGNORED_PREFIXES,
+    check_checkpoint_keys,
     load_training_checkpoint,
 )
 from tbps_mm.registry import RUNNERS
@@ -126,10 +126,20 @@ class TBPSRunner(Runner):
         revise_keys: list = [(r'^module.', '')],  # noqa: B006 (MMEngine's API)
     ) -> dict:
         """Load a checkpoint into the model (see ``Runner.load_checkpoint``)."""
-        checkpoint = load_training_checkpoint(filename, map_location=map_location)
+        trust = bool(self.cfg.get('trust_checkpoint', False))
+        checkpoint = load_training_checkpoint(
+            filename, map_location=map_location, trust=trust
+        )
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(self.model) else self.model
         self._keep_training_only_weights(model, checkpoint, filename)
+        state = checkpoint.get('state_dict', checkpoint)
+        check_checkpoint_keys(
+            model.state_dict().keys(),
+            state.keys(),
+            f'"{filename}"',
+            ignore_prefixes=INFERENCE_IGNORED_PREFIXES,
+        )
         checkpoint = _load_checkpoint_to_model(
             model, checkpoint, strict, revise_keys=revise_keys
         )

@@ -108,7 +108,8 @@ def options(max_epochs: int) -> list:
 
 
 def train(cwd, config, work_dir, max_epochs, *extra):
-    env = dict(os.environ, OMP_NUM_THREADS='1')
+    # The config's relative data paths resolve against TBPS_DATA_ROOT.
+    env = dict(os.environ, OMP_NUM_THREADS='1', TBPS_DATA_ROOT=str(cwd))
     env['PYTHONPATH'] = os.pathsep.join([TESTS, ROOT, env.get('PYTHONPATH', '')])
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config]
     cmd += ['--work-dir', str(work_dir), *extra, '--cfg-options']

@@ -43,6 +43,18 @@ default_hooks = dict(
 """
 
 
+def write_toy_config(tmp_path, schedule):
+    """The toy model on ``configs/_base_/schedules/<schedule>``."""
+    path = tmp_path / 'toy.py'
+    path.write_text(
+        TOY_CONFIG.format(
+            runtime=osp.join(ROOT, 'configs', '_base_', 'default_runtime.py'),
+            schedule=osp.join(SCHEDULES, schedule),
+        )
+    )
+    return path
+
+
 class LrRecorder(Hook):
     """The learning rate after each iteration's scheduler step."""
 
@@ -60,13 +72,7 @@ class LrRecorder(Hook):
 def test_cosine_floor_at_the_overridden_last_epoch(
     tmp_path, schedule, max_epochs, warmup, eta_min
 ):
-    path = tmp_path / 'toy.py'
-    path.write_text(
-        TOY_CONFIG.format(
-            runtime=osp.join(ROOT, 'configs', '_base_', 'default_runtime.py'),
-            schedule=osp.join(SCHEDULES, schedule),
-        )
-    )
+    path = write_toy_config(tmp_path, schedule)
     # As tools/train.py --cfg-options train_cfg.max_epochs=N does.
     cfg = load_config(str(path), {'train_cfg.max_epochs': max_epochs})
     assert Config.fromfile(str(path)).train_cfg.max_epochs != max_epochs
@@ -147,13 +153,7 @@ def test_reference_multipliers_match_the_reference_head():
 )
 def test_runs_shorter_than_the_warm_up_train(tmp_path, schedule, max_epochs, warmup):
     """A run that ends during the warm-up warms up over the whole run."""
-    path = tmp_path / 'toy.py'
-    path.write_text(
-        TOY_CONFIG.format(
-            runtime=osp.join(ROOT, 'configs', '_base_', 'default_runtime.py'),
-            schedule=osp.join(SCHEDULES, schedule),
-        )
-    )
+    path = write_toy_config(tmp_path, schedule)
     cfg = load_config(str(path), {'train_cfg.max_epochs': max_epochs})
     cfg.work_dir = str(tmp_path / 'work')
     runner = build_runner(cfg)
@@ -176,13 +176,7 @@ def test_runs_shorter_than_the_warm_up_train(tmp_path, schedule, max_epochs, war
 def test_train_tool_refuses_an_impossible_run_length(tmp_path, max_epochs, capsys):
     import importlib.util
 
-    path = tmp_path / 'toy.py'
-    path.write_text(
-        TOY_CONFIG.format(
-            runtime=osp.join(ROOT, 'configs', '_base_', 'default_runtime.py'),
-            schedule=osp.join(SCHEDULES, 'synth_cpu.py'),
-        )
-    )
+    path = write_toy_config(tmp_path, 'synth_cpu.py')
     spec = importlib.util.spec_from_file_location(
         'tool_train_schedules', osp.join(ROOT, 'tools', 'train.py')
     )

@@ -31,7 +31,7 @@ import tbps_mm  # noqa: F401  (registers every component)
 from tbps_mm.apis import TBPSInferencer
 from tbps_mm.apis.gallery_index import INDEX_TYPES
 from tbps_mm.engine import LaunchError, add_inference_args, load_config
-from tbps_mm.models.checkpoint import TRUST_CHECKPOINT_HELP, CheckpointMismatchError
+from tbps_mm.models.checkpoint import CheckpointMismatchError
 from tbps_mm.visualization import draw_ranked_list
 
 
@@ -99,9 +99,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='also draw the part-level explanation of the best match '
         '(to <out>_explain.png; search_explain.png without --out)',
     )
-    parser.add_argument(
-        '--trust-checkpoint', action='store_true', help=TRUST_CHECKPOINT_HELP
-    )
     add_inference_args(parser)
     return parser.parse_args(argv)
 
@@ -129,6 +126,13 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
+    for path in (args.out, explain_path(args.out) if args.explain else None):
+        folder = osp.dirname(osp.abspath(path)) if path else None
+        if folder and not osp.isdir(folder):
+            print(
+                f'error: the folder of output "{path}" does not exist', file=sys.stderr
+            )
+            return 2
     for name in ('nlist', 'nprobe', 'pq_m', 'refine_factor'):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -155,7 +159,7 @@ def main(argv=None) -> int:
             pq_m=args.pq_m,
             refine_factor=args.refine_factor,
         )
-    except (LaunchError, FileNotFoundError, ValueError, CheckpointMismatchError) as err:
+    except (LaunchError, OSError, ValueError, CheckpointMismatchError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     if not summary['loaded']:

@@ -55,6 +55,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.logging import print_log
 from tqdm import tqdm
 
+from tbps_mm.config_paths import resolve_config_paths
 from tbps_mm.fused_score import fused_vector
 from tbps_mm.models.checkpoint import (
     INFERENCE_IGNORED_PREFIXES,
@@ -114,7 +115,10 @@ class TBPSInferencer:
 
     Args:
         config (str | Config): A tbps_mm config (file path or object) with a
-            ``model`` and a ``test_dataloader`` pipeline.
+            ``model`` and a ``test_dataloader`` pipeline. Relative paths in
+            a config file resolve against its root
+            (:func:`tbps_mm.config_paths.config_root`); a Config object is
+            used as it is (``tbps_mm.engine.load_config`` resolves them).
         checkpoint (str): A weights-only checkpoint (``.safetensors`` or a
             state dict that ``torch.load(weights_only=True)`` reads).
         device (str): Torch device. Defaults to ``'cpu'``.
@@ -172,7 +176,8 @@ class TBPSInferencer:
             if not osp.isfile(config):
                 raise FileNotFoundError(f'config file "{config}" does not exist')
             source = f'"{config}"'
-            config = Config.fromfile(config)
+            path, config = config, Config.fromfile(config)
+            resolve_config_paths(config, path)
         else:
             source = '(Config object)'
         if config.get('model') is None:
@@ -194,6 +199,9 @@ class TBPSInferencer:
         tokenize_cls = TRANSFORMS.get('TokenizeCaption')
         tokenizers = [t for t in self.pipeline if isinstance(t, tokenize_cls)]
         self._tokenize = tokenizers[0] if tokenizers else None
+        for tokenize in tokenizers:
+            # Load now: a missing tokenizer fails here, before any encoding.
+            tokenize.tokenizer  # noqa: B018
 
         self.model = MODELS.build(config.model)
         load_tbps_weights(

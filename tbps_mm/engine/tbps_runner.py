@@ -16,9 +16,9 @@ initialisation and one line says so, instead of MMEngine's missing-keys
 warning; evaluation and search do not use them. Any other missing or
 unexpected key raises a ``CheckpointMismatchError`` naming the first ones,
 where MMEngine alone would log a warning and evaluate a half-random model at
-chance. Nothing else in the
-process changes: ``torch.load`` elsewhere, MMEngine's checkpoint loader
-registry and model ``init_cfg`` weights keep their safe defaults.
+chance. MMEngine's own local-file loader (``init_cfg`` weights) goes
+through the same reader (:func:`tbps_mm.models.checkpoint.register_mmengine_loader`);
+``torch.load`` itself keeps torch's defaults.
 
 The Runner also fits the parameter schedulers to the train loop's length
 (:func:`fit_schedule_to_run`): a phase that would begin at or after the last

@@ -1,8 +1,7 @@
 """``TBPSInferencer``: search your own image folders with free text.
 
 It owns the user-facing inference path: build a TBPS model from a config and
-a *weights-only* checkpoint (read safely: safetensors or
-``torch.load(weights_only=True)``, through the model package's
+a checkpoint (read without running code from it, through the model package's
 ``load_tbps_weights``, which names every key that does not fit), encode
 image folders into a :class:`~tbps_mm.apis.gallery_index.GalleryIndex`,
 answer text queries with ranked paths and scores, and explain a match part
@@ -119,8 +118,9 @@ class TBPSInferencer:
             a config file resolve against its root
             (:func:`tbps_mm.config_paths.config_root`); a Config object is
             used as it is (``tbps_mm.engine.load_config`` resolves them).
-        checkpoint (str): A weights-only checkpoint (``.safetensors`` or a
-            state dict that ``torch.load(weights_only=True)`` reads).
+        checkpoint (str): A checkpoint: ``.safetensors`` (published), a
+            state dict or a training checkpoint, read by
+            :func:`tbps_mm.models.checkpoint.load_checkpoint_file`.
         device (str): Torch device. Defaults to ``'cpu'``.
         batch_size (int): Images per forward pass when indexing. Defaults
             to 32.

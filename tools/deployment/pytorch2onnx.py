@@ -41,7 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument('config', help='model config file')
     parser.add_argument(
-        'checkpoint', help='weights-only checkpoint (.safetensors or state dict)'
+        'checkpoint',
+        help='checkpoint: published .safetensors, state dict or training checkpoint',
     )
     parser.add_argument('out_dir', help='folder for the graphs and deploy.json')
     parser.add_argument(

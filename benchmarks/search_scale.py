@@ -109,20 +109,15 @@ def _load_model(config: str, checkpoint: str):
     from mmengine.config import Config
 
     import tbps_mm  # noqa: F401  (registers the components)
-    from tbps_mm.models.checkpoint import load_training_checkpoint
+    from tbps_mm.models.checkpoint import (
+        INFERENCE_IGNORED_PREFIXES,
+        load_tbps_weights,
+    )
     from tbps_mm.registry import MODELS, TRANSFORMS
 
     cfg = Config.fromfile(config)
     model = MODELS.build(cfg.model)
-    ckpt = load_training_checkpoint(checkpoint)
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith('losses.')]
-    if missing:
-        raise ValueError(
-            f'checkpoint "{checkpoint}" does not fit config "{config}": '
-            f'missing {missing[:8]}'
-        )
+    load_tbps_weights(model, checkpoint, ignore_prefixes=INFERENCE_IGNORED_PREFIXES)
     model.eval()
     return cfg, model, TRANSFORMS
 

@@ -41,7 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument('config', help='model config file')
     parser.add_argument(
-        'checkpoint', help='weights-only checkpoint (.safetensors or state dict)'
+        'checkpoint',
+        help='checkpoint: published .safetensors, state dict or training checkpoint',
     )
     parser.add_argument(
         '--images',
@@ -126,6 +127,13 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
+    for path in (args.out, explain_path(args.out) if args.explain else None):
+        folder = osp.dirname(osp.abspath(path)) if path else None
+        if folder and not osp.isdir(folder):
+            print(
+                f'error: the folder of output "{path}" does not exist', file=sys.stderr
+            )
+            return 2
     for name in ('nlist', 'nprobe', 'pq_m', 'refine_factor'):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -135,7 +143,11 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args.config, args.cfg_options)
         inferencer = TBPSInferencer(
-            cfg, args.checkpoint, device=args.device, batch_size=args.batch_size
+            cfg,
+            args.checkpoint,
+            device=args.device,
+            batch_size=args.batch_size,
+            trust_checkpoint=args.trust_checkpoint,
         )
         summary = inferencer.index(
             args.images,
@@ -148,7 +160,7 @@ def main(argv=None) -> int:
             pq_m=args.pq_m,
             refine_factor=args.refine_factor,
         )
-    except (LaunchError, FileNotFoundError, ValueError, CheckpointMismatchError) as err:
+    except (LaunchError, OSError, ValueError, CheckpointMismatchError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     if not summary['loaded']:

@@ -7,7 +7,9 @@ Indexes the folder (reusing its up-to-date index file, as tools/search.py
 does) and serves, with uvicorn, a page where you type a description, see
 the ranked crops with their scores, load more, and click a crop for its
 part-level explanation. Listens on localhost unless ``--host`` says
-otherwise. ``--onnx DIR`` encodes with onnxruntime through graphs exported by
+otherwise; there is no authentication, so put it behind a reverse proxy that
+has some before exposing it (docs/deploy.md, "Security model"). ``--onnx DIR``
+encodes with onnxruntime through graphs exported by
 tools/deployment/pytorch2onnx.py (with ``--attention`` for explanations).
 
 Examples:
@@ -22,6 +24,7 @@ import sys
 
 import tbps_mm  # noqa: F401  (registers every component)
 from tbps_mm.apis import TBPSInferencer
+from tbps_mm.apis.local_server import uvicorn_config
 from tbps_mm.apis.search_app import create_app
 from tbps_mm.engine import LaunchError, add_inference_args, load_config
 from tbps_mm.models.checkpoint import CheckpointMismatchError
@@ -33,7 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument('config', help='model config file')
     parser.add_argument(
-        'checkpoint', help='weights-only checkpoint (.safetensors or state dict)'
+        'checkpoint',
+        help='checkpoint: published .safetensors, state dict or training checkpoint',
     )
     parser.add_argument('--images', required=True, help='folder of images')
     parser.add_argument(
@@ -42,12 +46,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--port', type=int, default=8000, help='port')
     parser.add_argument(
         '--index',
-        help='index file (default: .tbps_mm_index.npz inside the image folder)',
+        help='gallery index file (default: .tbps_mm_gallery.idx inside the image '
+        'folder)',
     )
     parser.add_argument(
         '--onnx',
         metavar='DIR',
         help='encode with onnxruntime through the graphs exported into DIR',
+    )
+    parser.add_argument(
+        '--api-docs',
+        action='store_true',
+        help='also serve the OpenAPI schema (/openapi.json) and /docs (off by '
+        'default: every path but the page and its API answers 404)',
     )
     add_inference_args(parser)
     return parser.parse_args(argv)
@@ -70,13 +81,14 @@ def build_app(args: argparse.Namespace):
         batch_size=args.batch_size,
         backend='onnxruntime' if args.onnx else 'pytorch',
         onnx_dir=args.onnx,
+        trust_checkpoint=args.trust_checkpoint,
     )
     summary = inferencer.index(args.images, index_file=args.index)
     action = 'loaded' if summary['loaded'] else 'built'
     print(f'index {action}: {summary["num_images"]} images ({summary["index_file"]})')
     if summary['skipped']:
         print(f'skipped {len(summary["skipped"])} unreadable image(s)')
-    return create_app(inferencer)
+    return create_app(inferencer, api_docs=args.api_docs)
 
 
 def main(argv=None) -> int:
@@ -86,13 +98,13 @@ def main(argv=None) -> int:
         return 2
     try:
         app = build_app(args)
-    except (LaunchError, FileNotFoundError, ValueError, CheckpointMismatchError) as err:
+    except (LaunchError, OSError, ValueError, CheckpointMismatchError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     import uvicorn
 
     print(f'serving on http://{args.host}:{args.port}/ (Ctrl+C stops)')
-    uvicorn.run(app, host=args.host, port=args.port, log_level='warning')
+    uvicorn.Server(uvicorn_config(app, host=args.host, port=args.port)).run()
     return 0
 
 

@@ -1,8 +1,7 @@
 """``TBPSInferencer``: search your own image folders with free text.
 
 It owns the user-facing inference path: build a TBPS model from a config and
-a *weights-only* checkpoint (read safely: safetensors or
-``torch.load(weights_only=True)``, through the model package's
+a checkpoint (read without running code from it, through the model package's
 ``load_tbps_weights``, which names every key that does not fit), encode
 image folders into a :class:`~tbps_mm.apis.gallery_index.GalleryIndex`,
 answer text queries with ranked paths and scores, and explain a match part
@@ -55,6 +54,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.logging import print_log
 from tqdm import tqdm
 
+from tbps_mm.config_paths import resolve_config_paths
 from tbps_mm.fused_score import fused_vector
 from tbps_mm.models.checkpoint import (
     INFERENCE_IGNORED_PREFIXES,
@@ -114,9 +114,13 @@ class TBPSInferencer:
 
     Args:
         config (str | Config): A tbps_mm config (file path or object) with a
-            ``model`` and a ``test_dataloader`` pipeline.
-        checkpoint (str): A weights-only checkpoint (``.safetensors`` or a
-            state dict that ``torch.load(weights_only=True)`` reads).
+            ``model`` and a ``test_dataloader`` pipeline. Relative paths in
+            a config file resolve against its root
+            (:func:`tbps_mm.config_paths.config_root`); a Config object is
+            used as it is (``tbps_mm.engine.load_config`` resolves them).
+        checkpoint (str): A checkpoint: ``.safetensors`` (published), a
+            state dict or a training checkpoint, read by
+            :func:`tbps_mm.models.checkpoint.load_checkpoint_file`.
         device (str): Torch device. Defaults to ``'cpu'``.
         batch_size (int): Images per forward pass when indexing. Defaults
             to 32.
@@ -128,6 +132,11 @@ class TBPSInferencer:
             index are the same for both. Defaults to ``'pytorch'``.
         onnx_dir (str, optional): The exported folder, for
             ``backend='onnxruntime'``.
+        trust_checkpoint (bool): Unpickle the checkpoint in full, for a file
+            the user trusts (``--trust-checkpoint``). By default it is read
+            without running code from it (see
+            :func:`tbps_mm.models.checkpoint.load_checkpoint_file`).
+            Defaults to False.
 
     Raises:
         FileNotFoundError: The config or checkpoint file does not exist.
@@ -154,6 +163,7 @@ class TBPSInferencer:
         show_progress: bool = True,
         backend: str = 'pytorch',
         onnx_dir: Optional[str] = None,
+        trust_checkpoint: bool = False,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
@@ -166,7 +176,8 @@ class TBPSInferencer:
             if not osp.isfile(config):
                 raise FileNotFoundError(f'config file "{config}" does not exist')
             source = f'"{config}"'
-            config = Config.fromfile(config)
+            path, config = config, Config.fromfile(config)
+            resolve_config_paths(config, path)
         else:
             source = '(Config object)'
         if config.get('model') is None:
@@ -188,10 +199,16 @@ class TBPSInferencer:
         tokenize_cls = TRANSFORMS.get('TokenizeCaption')
         tokenizers = [t for t in self.pipeline if isinstance(t, tokenize_cls)]
         self._tokenize = tokenizers[0] if tokenizers else None
+        for tokenize in tokenizers:
+            # Load now: a missing tokenizer fails here, before any encoding.
+            tokenize.tokenizer  # noqa: B018
 
         self.model = MODELS.build(config.model)
         load_tbps_weights(
-            self.model, checkpoint, ignore_prefixes=INFERENCE_IGNORED_PREFIXES
+            self.model,
+            checkpoint,
+            ignore_prefixes=INFERENCE_IGNORED_PREFIXES,
+            trust=trust_checkpoint,
         )
         self.model.to(self.device).eval()
         self.checkpoint_sha256 = file_sha256(checkpoint)

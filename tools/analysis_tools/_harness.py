@@ -44,7 +44,11 @@ from PIL import Image
 import tbps_mm  # noqa: F401  (registers every component)
 from tbps_mm.datasets.synthpedes.attributes import PART_NAMES
 from tbps_mm.engine import load_config
-from tbps_mm.models.checkpoint import load_tbps_weights, load_training_checkpoint
+from tbps_mm.models.checkpoint import (
+    TRUST_CHECKPOINT_HELP,
+    load_tbps_weights,
+    load_training_checkpoint,
+)
 from tbps_mm.registry import MODELS
 
 #: Mask values of SynthPedes part masks (0 is background) and the body parts.
@@ -53,7 +57,10 @@ BODY_PARTS: Tuple[str, ...] = MASK_PARTS[1:]
 
 
 def load_model(
-    config: str, checkpoint: str, cfg_options: Optional[dict] = None
+    config: str,
+    checkpoint: str,
+    cfg_options: Optional[dict] = None,
+    trust: bool = False,
 ) -> Tuple[Config, torch.nn.Module]:
     """Build the config's model and load a checkpoint into it (strictly).
 
@@ -62,6 +69,7 @@ def load_model(
         checkpoint (str): A training checkpoint (``epoch_N.pth``) or a
             weights-only file (``.safetensors`` / state dict).
         cfg_options (dict, optional): ``--cfg-options`` overrides.
+        trust (bool): Unpickle the checkpoint in full (``--trust-checkpoint``).
 
     Returns:
         tuple: ``(cfg, model)``, the model in eval mode on the CPU.
@@ -73,7 +81,7 @@ def load_model(
     cfg = load_config(config, cfg_options)
     init_default_scope(cfg.get('default_scope', 'tbps_mm'))
     model = MODELS.build(cfg.model)
-    load_tbps_weights(model, load_training_checkpoint(checkpoint))
+    load_tbps_weights(model, load_training_checkpoint(checkpoint, trust=trust))
     return cfg, model.eval()
 
 
@@ -95,6 +103,9 @@ def checkpoint_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, help='config overrides'
     )
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true', help=TRUST_CHECKPOINT_HELP
+    )
     return parser
 
 
@@ -115,7 +126,12 @@ def encode_checkpoint(
         ValueError: The model has no part queries (K = 0), or its image
             encoder gives no token grid: there is no part attention to map.
     """
-    cfg, model = load_model(args.config, args.checkpoint, args.cfg_options)
+    cfg, model = load_model(
+        args.config,
+        args.checkpoint,
+        args.cfg_options,
+        trust=getattr(args, 'trust_checkpoint', False),
+    )
     if model.num_parts == 0:
         raise ValueError(
             f'{args.config}: the model has no part queries (K = 0); this '

@@ -27,6 +27,7 @@ from tbps_mm.deployment import check_onnx_parity, export_onnx, image_size_from_c
 from tbps_mm.engine import LaunchError, load_config
 from tbps_mm.models.checkpoint import (
     INFERENCE_IGNORED_PREFIXES,
+    TRUST_CHECKPOINT_HELP,
     CheckpointMismatchError,
     file_sha256,
     load_tbps_weights,
@@ -40,7 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument('config', help='model config file')
     parser.add_argument(
-        'checkpoint', help='weights-only checkpoint (.safetensors or state dict)'
+        'checkpoint',
+        help='checkpoint: published .safetensors, state dict or training checkpoint',
     )
     parser.add_argument('out_dir', help='folder for the graphs and deploy.json')
     parser.add_argument(
@@ -68,6 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         action=DictAction,
         help='override config entries, e.g. model.text_encoder.pretrained=DIR',
     )
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true', help=TRUST_CHECKPOINT_HELP
+    )
     return parser.parse_args(argv)
 
 
@@ -83,7 +88,10 @@ def main(argv=None) -> int:
             )
         model = MODELS.build(cfg.model)
         load_tbps_weights(
-            model, args.checkpoint, ignore_prefixes=INFERENCE_IGNORED_PREFIXES
+            model,
+            args.checkpoint,
+            ignore_prefixes=INFERENCE_IGNORED_PREFIXES,
+            trust=args.trust_checkpoint,
         )
     except (LaunchError, FileNotFoundError, ValueError, CheckpointMismatchError) as err:
         print(f'error: {err}', file=sys.stderr)

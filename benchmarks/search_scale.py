@@ -55,7 +55,7 @@ identities the generative model never saw.
    at-scale index do to the standard protocol.
 
 Usage:
-    python benchmarks/search_scale.py CONFIG CHECKPOINT [--trust-checkpoint] \\
+    python benchmarks/search_scale.py CONFIG CHECKPOINT \\
         [--data-root data/synthpedes_small] \\
         [--index '1000000|ivf-sq8/1024|16,32,64' ...] \\
         --out benchmarks/results/search_scale.json \\
@@ -114,11 +114,13 @@ def encode_synthpedes(
 
     Args:
         config (str): The model's config file.
-        checkpoint (str): Its checkpoint (training or weights-only).
+        checkpoint (str): Its checkpoint (training or published), read by
+            ``tbps_mm.apis.init_model``.
         data_root (str): A SynthPedes folder (``reid_raw.json``, ``imgs/``,
             ``tokenizer/``).
         batch_size (int): Items per forward pass.
-        trust_checkpoint (bool): Allow a training checkpoint (unpickled).
+        trust_checkpoint (bool): Unpickle the checkpoint in full (a file the
+            user trusts).
 
     Returns:
         dict: ``img`` (N, F) float32 fused image vectors, ``img_pid`` (N,),
@@ -769,15 +771,15 @@ def run_size(
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    from tbps_mm.models.checkpoint import TRUST_CHECKPOINT_HELP
+
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', nargs='?', help='the model config')
     parser.add_argument(
         'checkpoint', nargs='?', help='training checkpoint or published weights'
     )
     parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='allow a training checkpoint (read by unpickling; your own files only)',
+        '--trust-checkpoint', action='store_true', help=TRUST_CHECKPOINT_HELP
     )
     parser.add_argument('--data-root', default='data/synthpedes_small')
     parser.add_argument(

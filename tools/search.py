@@ -103,6 +103,13 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
+    for path in (args.out, explain_path(args.out) if args.explain else None):
+        folder = osp.dirname(osp.abspath(path)) if path else None
+        if folder and not osp.isdir(folder):
+            print(
+                f'error: the folder of output "{path}" does not exist', file=sys.stderr
+            )
+            return 2
     error = index_args_error(args)
     if error:
         print(f'error: {error}', file=sys.stderr)
@@ -114,7 +121,7 @@ def main(argv=None) -> int:
             **inference_options(args),
         )
         summary = inferencer.index(args.images, add=args.add, **index_options(args))
-    except (LaunchError, FileNotFoundError, ValueError, CheckpointMismatchError) as err:
+    except (LaunchError, OSError, ValueError, CheckpointMismatchError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     print('\n'.join(format_index_summary(summary)))

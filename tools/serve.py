@@ -7,7 +7,10 @@ Indexes the folders (reusing their up-to-date index file, as
 tools/search.py does, with the same model, encoder and index options) and
 serves, with uvicorn, a page where you type a description, see the ranked
 crops with their scores, load more, and click a crop for its part-level
-explanation. Listens on localhost unless ``--host`` says otherwise.
+explanation. Listens on localhost unless ``--host`` says otherwise; there is
+no authentication, so put it behind a reverse proxy that has some before
+exposing it (docs/deploy.md, "Security model"). The page itself is the
+``tbps_mm_serve`` package (the ``[serve]`` extra), outside the core library.
 ``--onnx DIR`` encodes with onnxruntime through graphs exported by
 tools/deployment/pytorch2onnx.py (with ``--attention`` for explanations).
 
@@ -35,7 +38,7 @@ from tbps_mm.engine import (
     load_config,
 )
 from tbps_mm.models.checkpoint import CheckpointMismatchError
-from tbps_mm_serve import create_app
+from tbps_mm_serve import create_app, uvicorn_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,6 +54,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument('--port', type=int, default=8000, help='port')
     add_index_args(parser, INDEX_TYPES)
+    parser.add_argument(
+        '--api-docs',
+        action='store_true',
+        help='also serve the OpenAPI schema (/openapi.json) and /docs (off by '
+        'default: every path but the page and its API answers 404)',
+    )
     return parser.parse_args(argv)
 
 
@@ -70,7 +79,7 @@ def build_app(args: argparse.Namespace):
     )
     summary = inferencer.index(args.images, **index_options(args))
     print('\n'.join(format_index_summary(summary)))
-    return create_app(inferencer)
+    return create_app(inferencer, api_docs=args.api_docs)
 
 
 def main(argv=None) -> int:
@@ -84,13 +93,13 @@ def main(argv=None) -> int:
         return 2
     try:
         app = build_app(args)
-    except (LaunchError, FileNotFoundError, ValueError, CheckpointMismatchError) as err:
+    except (LaunchError, OSError, ValueError, CheckpointMismatchError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     import uvicorn
 
     print(f'serving on http://{args.host}:{args.port}/ (Ctrl+C stops)')
-    uvicorn.run(app, host=args.host, port=args.port, log_level='warning')
+    uvicorn.Server(uvicorn_config(app, host=args.host, port=args.port)).run()
     return 0
 
 

@@ -67,8 +67,10 @@ def find_test_pipeline(cfg: Config) -> list:
             if dataset.get('pipeline') is not None:
                 return list(dataset['pipeline'])
             dataset = dataset.get('dataset')
+    filename = getattr(cfg, 'filename', None)
+    source = f'config "{filename}"' if filename else 'the config'
     raise ValueError(
-        'the config has no test_dataloader.dataset.pipeline (or '
+        f'{source} has no test_dataloader.dataset.pipeline (or '
         'val_dataloader.dataset.pipeline): images and captions are '
         'pre-processed with it'
     )
@@ -153,8 +155,11 @@ class FusedEncoder:
         ]
         tokenize_cls = TRANSFORMS.get('TokenizeCaption')
         tokenizers = [t for t in self.pipeline if isinstance(t, tokenize_cls)]
+        # Loaded now: a missing or broken tokenizer fails here, before any
+        # image is encoded.
+        loaded = [t.tokenizer for t in tokenizers]
         #: The caption tokenizer (None when the pipeline has none).
-        self.tokenizer = tokenizers[0].tokenizer if tokenizers else None
+        self.tokenizer = loaded[0] if loaded else None
         device = next(model.parameters()).device
         if backend == 'pytorch':
             self.backend = PyTorchEncoder(model)

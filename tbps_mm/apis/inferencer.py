@@ -1,8 +1,9 @@
 """``TBPSInferencer``: search your own image folders with free text.
 
 It puts the search core's pieces together for a user: the model from a
-config and a checkpoint (:func:`~tbps_mm.apis.init_model`), the encoder that
-turns images and captions into fused vectors
+config and a checkpoint (:func:`~tbps_mm.apis.init_model`, which reads the
+checkpoint without running code from it and names every key that does not
+fit), the encoder that turns images and captions into fused vectors
 (:class:`~tbps_mm.apis.FusedEncoder`, on PyTorch or on onnxruntime), the
 folder walk (:func:`~tbps_mm.apis.image_folders.list_image_folders`), the
 resumable cache of encoded vectors
@@ -157,10 +158,14 @@ class TBPSInferencer:
 
     Args:
         config (str | Config): A tbps_mm config (file path or object) with a
-            ``model`` and a ``test_dataloader`` pipeline.
-        checkpoint (str): A weights-only checkpoint (``.safetensors`` or a
-            state dict that ``torch.load(weights_only=True)`` reads), or a
-            training checkpoint with ``trust_checkpoint``.
+            ``model`` and a ``test_dataloader`` pipeline. Relative paths in
+            a config file resolve against its root
+            (:func:`tbps_mm.config_paths.config_root`); a Config object is
+            used as it is (``tbps_mm.engine.load_config`` resolves them).
+        checkpoint (str): A checkpoint: ``.safetensors`` (published), a
+            state dict or a training checkpoint, read by
+            :func:`tbps_mm.models.checkpoint.load_checkpoint_file` (see
+            :func:`~tbps_mm.apis.init_model`).
         device (str): Torch device. Defaults to ``'cpu'``.
         batch_size (int): Images per forward pass when indexing. Defaults
             to 32.
@@ -172,13 +177,18 @@ class TBPSInferencer:
             index are the same for both. Defaults to ``'pytorch'``.
         onnx_dir (str, optional): The exported folder, for
             ``backend='onnxruntime'``.
-        trust_checkpoint (bool): Allow a checkpoint that needs unpickling
-            (see :func:`~tbps_mm.apis.init_model`). Defaults to False.
+        trust_checkpoint (bool): Unpickle the checkpoint in full, for a file
+            the user trusts (``--trust-checkpoint``). By default it is read
+            without running code from it (see
+            :func:`tbps_mm.models.checkpoint.load_checkpoint_file`).
+            Defaults to False.
 
     Raises:
         FileNotFoundError: The config or checkpoint file does not exist.
         CheckpointMismatchError: The checkpoint does not fit the config
             (every misfit key named).
+        UnsafeCheckpointError: Reading the checkpoint could run code and
+            ``trust_checkpoint`` is False.
         ValueError: An unknown backend, or ONNX graphs exported from another
             checkpoint.
 

@@ -4,7 +4,8 @@ Every inference path builds its model here: ``TBPSInferencer``, the search
 and serving tools, the ONNX exporter, the analysis tools and the benchmarks.
 The model comes from the config's ``model`` entry through the registry, and
 the weights go through :mod:`tbps_mm.models.checkpoint`, the one checkpoint
-loader, which names every key that does not fit. Follows MMPretrain's
+reader, which never runs code from a file (unless trusted) and names every
+key that does not fit. Follows MMPretrain's
 ``mmpretrain.apis.init_model``.
 
 Example:
@@ -22,12 +23,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from torch import nn
 
-from tbps_mm.models.checkpoint import (
-    INFERENCE_IGNORED_PREFIXES,
-    CheckpointMismatchError,
-    load_tbps_weights,
-    load_training_checkpoint,
-)
+from tbps_mm.config_paths import resolve_config_paths
+from tbps_mm.models.checkpoint import INFERENCE_IGNORED_PREFIXES, load_tbps_weights
 from tbps_mm.registry import MODELS
 
 __all__ = ['init_model', 'read_config']
@@ -44,22 +41,34 @@ def read_config(
 
     Returns:
         Config: The config (a copy when overrides were merged into an object).
+        A file's relative data and model paths are made absolute against its
+        root (:func:`tbps_mm.config_paths.resolve_config_paths`); a Config
+        object is used as it is (``tbps_mm.engine.load_config`` resolves
+        them).
 
     Raises:
         FileNotFoundError: ``config`` is a path that does not exist.
         TypeError: ``config`` is neither.
+
+    Example:
+        >>> read_config('configs/tbps_synth.py',
+        ...             {'model.fusion_weight': 0.5}).model.fusion_weight
+        0.5
     """
+    path = None
     if isinstance(config, (str, os.PathLike)):
-        config = str(config)
-        if not osp.isfile(config):
-            raise FileNotFoundError(f'config file "{config}" does not exist')
-        config = Config.fromfile(config)
+        path = str(config)
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'config file "{path}" does not exist')
+        config = Config.fromfile(path)
     elif not isinstance(config, Config):
         raise TypeError(f'config must be a file path or a Config, got {type(config)}')
     elif cfg_options:
         config = config.copy()
     if cfg_options:
         config.merge_from_dict(cfg_options)
+    if path is not None:
+        resolve_config_paths(config, path)
     return config
 
 
@@ -76,18 +85,20 @@ def init_model(
     Args:
         config (str | Config): A tbps_mm config (path or object) with a
             ``model`` entry.
-        checkpoint (str, optional): A published weights-only file
-            (``.safetensors``, or a state dict that
-            ``torch.load(weights_only=True)`` reads) or, with
-            ``trust_checkpoint``, a training checkpoint ``tools/train.py``
-            wrote (``epoch_N.pth``, ``best_*.pth``). None keeps the random
+        checkpoint (str, optional): A published ``.safetensors`` file, a
+            state dict, or a training checkpoint ``tools/train.py`` wrote
+            (``epoch_N.pth``, ``best_*.pth``), read by
+            :func:`tbps_mm.models.checkpoint.load_checkpoint_file`, which
+            never runs code from the file. None keeps the random
             initialisation (what cost benchmarks measure).
         device (str | torch.device): Where the model goes. Defaults to
             ``'cpu'``.
         cfg_options (dict, optional): ``{'a.b': value}`` config overrides.
-        trust_checkpoint (bool): Allow a checkpoint that can only be read by
-            unpickling arbitrary objects (an MMEngine training checkpoint).
-            Only for files you wrote or trust. Defaults to False.
+        trust_checkpoint (bool): Unpickle the checkpoint in full
+            (``--trust-checkpoint``), for a file that holds types beyond
+            tensors and those MMEngine training checkpoints hold. A pickle
+            can run any code: only for files you wrote or trust. Defaults
+            to False.
         ignore_prefixes (Sequence[str]): Keys left out on both sides; by
             default the ID classifiers, which inference does not use and
             whose size depends on the training set.
@@ -101,13 +112,13 @@ def init_model(
         FileNotFoundError: The config or checkpoint does not exist.
         ValueError: The config has no ``model`` entry.
         CheckpointMismatchError: The checkpoint does not fit the config
-            (every misfit key named), or needs unpickling and
+            (every misfit key named).
+        UnsafeCheckpointError: Reading the checkpoint could run code and
             ``trust_checkpoint`` is False.
 
     Example:
         >>> model = init_model('configs/tbps_synth.py',
-        ...                    'work_dirs/tbps_synth/epoch_9.pth',
-        ...                    trust_checkpoint=True)
+        ...                    'work_dirs/tbps_synth/epoch_9.pth')
     """
     source = f'"{config}"' if isinstance(config, str) else '(Config object)'
     cfg = read_config(config, cfg_options)
@@ -118,21 +129,12 @@ def init_model(
     if checkpoint is not None:
         if not isinstance(checkpoint, str) or not osp.isfile(checkpoint):
             raise FileNotFoundError(f'checkpoint file "{checkpoint}" does not exist')
-        if trust_checkpoint:
-            weights = load_training_checkpoint(checkpoint)
-        else:
-            weights = checkpoint
-        try:
-            load_tbps_weights(model, weights, ignore_prefixes=tuple(ignore_prefixes))
-        except CheckpointMismatchError as err:
-            if trust_checkpoint or 'not weights-only' not in str(err):
-                raise
-            raise CheckpointMismatchError(
-                f'{err}\nIf you wrote this file yourself (a training checkpoint '
-                'of tools/train.py), pass trust_checkpoint=True '
-                '(--trust-checkpoint), or publish it with '
-                'tools/model_converters/publish_model.py.'
-            ) from None
+        load_tbps_weights(
+            model,
+            checkpoint,
+            ignore_prefixes=tuple(ignore_prefixes),
+            trust=trust_checkpoint,
+        )
     model.cfg = cfg
     model.checkpoint = checkpoint
     return model.to(device).eval()

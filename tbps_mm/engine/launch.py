@@ -22,6 +22,8 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, ConfigDict, DictAction
 
+from tbps_mm.config_paths import resolve_config_paths
+from tbps_mm.models.checkpoint import TRUST_CHECKPOINT_HELP
 from tbps_mm.registry import RUNNERS
 
 
@@ -72,9 +74,10 @@ def add_checkpoint_args(
 ) -> argparse.ArgumentParser:
     """Add the arguments every tool that loads a trained model takes.
 
-    ``config`` and ``checkpoint`` (positional), ``--trust-checkpoint`` (allow
-    a checkpoint that needs unpickling) and ``--cfg-options`` (MMEngine's
-    ``DictAction``): what ``tbps_mm.apis.init_model`` takes.
+    ``config`` and ``checkpoint`` (positional), ``--trust-checkpoint``
+    (unpickle the checkpoint in full, for a file the user trusts; off by
+    default) and ``--cfg-options`` (MMEngine's ``DictAction``): what
+    ``tbps_mm.apis.init_model`` takes.
 
     Args:
         parser (argparse.ArgumentParser): The script's parser.
@@ -91,14 +94,11 @@ def add_checkpoint_args(
     parser.add_argument('config', help=what)
     parser.add_argument(
         'checkpoint',
-        help='weights-only checkpoint (.safetensors or state dict); a training '
-        'checkpoint with --trust-checkpoint',
+        help='checkpoint: a published .safetensors, a state dict or a training '
+        'checkpoint (read without running code from it)',
     )
     parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='allow a checkpoint that can only be read by unpickling arbitrary '
-        'objects (a training checkpoint you wrote yourself)',
+        '--trust-checkpoint', action='store_true', help=TRUST_CHECKPOINT_HELP
     )
     parser.add_argument(
         '--cfg-options',
@@ -287,7 +287,10 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
             parsed by MMEngine's ``DictAction``.
 
     Returns:
-        Config: The merged config.
+        Config: The merged config, its relative data and model paths made
+        absolute against the config's root
+        (:func:`tbps_mm.config_paths.resolve_config_paths`: ``TBPS_DATA_ROOT``,
+        else the folder holding the config's ``configs`` folder).
 
     Raises:
         LaunchError: The file does not exist, or an override names a key the
@@ -307,6 +310,7 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
         for key in cfg_options:
             check_override_key(cfg, key)
         cfg.merge_from_dict(cfg_options)
+    resolve_config_paths(cfg, path)
     return cfg
 
 
@@ -384,6 +388,31 @@ def check_checkpoint(path: Optional[str], what: str = 'checkpoint') -> None:
     """Raise :class:`LaunchError` when a local checkpoint path is missing."""
     if path and '://' not in path and not osp.isfile(path):
         raise LaunchError(f'{what} "{path}" does not exist')
+
+
+def check_train_length(cfg: Config, config_path: str) -> None:
+    """Raise :class:`LaunchError` unless the train loop runs at least one step.
+
+    Args:
+        cfg (Config): The merged config.
+        config_path (str): The config file (named in the error).
+
+    Example:
+        >>> check_train_length(Config(dict(train_cfg=dict(max_epochs=0))),
+        ...                    'x.py')  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        LaunchError: config "x.py": train_cfg.max_epochs must be ...
+    """
+    train_cfg = cfg.get('train_cfg') or {}
+    for key in ('max_epochs', 'max_iters'):
+        value = train_cfg.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LaunchError(
+                f'config "{config_path}": train_cfg.{key} must be a whole number '
+                f'>= 1, got {value!r}'
+            )
 
 
 def setup_distributed(cfg: Config, launcher: str) -> None:

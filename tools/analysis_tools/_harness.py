@@ -3,9 +3,9 @@
 The analyses in this folder look inside a trained model or a dataset rather
 than measure speed. They share:
 
-- :func:`load_model`: the config's model with its checkpoint, from
-  ``tbps_mm.apis.init_model`` (a training checkpoint needs
-  ``--trust-checkpoint``);
+- :func:`load_model`: the config's model with its checkpoint (a training
+  checkpoint or a published one, read without running code from it unless
+  ``--trust-checkpoint``), from ``tbps_mm.apis.init_model``;
 - :func:`checkpoint_parser` / :func:`encode_checkpoint`: the command line of
   the analyses of a trained part model, and its split encoded;
 - :func:`build_split_loader` / :func:`encode_split`: an evaluation split,
@@ -23,8 +23,7 @@ than measure speed. They share:
 
 Example:
     >>> cfg, model = load_model('configs/tbps_synth.py',
-    ...                         'work_dirs/tbps_synth/epoch_9.pth',
-    ...                         trust_checkpoint=True)
+    ...                         'work_dirs/tbps_synth/epoch_9.pth')
     >>> encoded = encode_split(model, build_split_loader(cfg, 'test'))
 """
 
@@ -56,15 +55,16 @@ def load_model(
     cfg_options: Optional[dict] = None,
     trust_checkpoint: bool = False,
 ) -> Tuple[Config, torch.nn.Module]:
-    """Build the config's model and load a checkpoint into it (strictly).
+    """Build the config's model and load a checkpoint into it (strictly,
+    the training-only ``losses.`` keys aside).
 
     Args:
         config (str): The config the checkpoint was trained with.
-        checkpoint (str): A weights-only file (``.safetensors`` / state
-            dict) or, with ``trust_checkpoint``, a training checkpoint
-            (``epoch_N.pth``).
+        checkpoint (str): A training checkpoint (``epoch_N.pth``) or a
+            published file (``.safetensors`` / state dict).
         cfg_options (dict, optional): ``--cfg-options`` overrides.
-        trust_checkpoint (bool): Allow a checkpoint that needs unpickling.
+        trust_checkpoint (bool): Unpickle the checkpoint in full
+            (``--trust-checkpoint``), for a file the user trusts.
 
     Returns:
         tuple: ``(cfg, model)``, the model in eval mode on the CPU.
@@ -72,6 +72,8 @@ def load_model(
     Raises:
         CheckpointMismatchError: The checkpoint does not fit the config (every
             misfit key named).
+        UnsafeCheckpointError: Reading the checkpoint could run code and
+            ``trust_checkpoint`` is False.
     """
     cfg = load_config(config, cfg_options)
     return cfg, init_model(cfg, checkpoint, trust_checkpoint=trust_checkpoint)
@@ -113,7 +115,10 @@ def encode_checkpoint(
             encoder gives no token grid: there is no part attention to map.
     """
     cfg, model = load_model(
-        args.config, args.checkpoint, args.cfg_options, args.trust_checkpoint
+        args.config,
+        args.checkpoint,
+        args.cfg_options,
+        trust_checkpoint=getattr(args, 'trust_checkpoint', False),
     )
     if model.num_parts == 0:
         raise ValueError(

@@ -30,7 +30,7 @@ arithmetic come from ``_harness``.
 
 Example:
     python tools/analysis_tools/commonality_sanity.py configs/tbps_synth.py \\
-        work_dirs/tbps_synth/epoch_9.pth --trust-checkpoint
+        work_dirs/tbps_synth/epoch_9.pth
 """
 
 import argparse

@@ -19,7 +19,7 @@ The model, the data loader and the mask arithmetic come from ``_harness``.
 
 Example:
     python tools/analysis_tools/part_localisation.py configs/tbps_synth.py \\
-        work_dirs/tbps_synth/epoch_9.pth --trust-checkpoint
+        work_dirs/tbps_synth/epoch_9.pth
 """
 
 import argparse

@@ -1,7 +1,7 @@
 """Benchmark: search-page latency under concurrent clients on a real server.
 
-Serves ``tbps_mm.apis.search_app.create_app`` on uvicorn (the settings of
-``tools/serve.py``, through ``tbps_mm.apis.local_server``) on a free
+Serves ``tbps_mm_serve.create_app`` on uvicorn (the settings of
+``tools/serve.py``, through ``tbps_mm_serve.local_server``) on a free
 127.0.0.1 port, over the images of a generated tiny SynthPedes (96 crops),
 indexed by the quick-start model (``configs/tbps_synth.py``, random init:
 what is timed is the page's request path, caption encoding and index lookup,
@@ -42,10 +42,9 @@ def build_app(folder: str, threads: int):
     from mmengine.config import Config
 
     import tbps_mm  # noqa: F401  (registers the components)
-    from tbps_mm.apis import TBPSInferencer
-    from tbps_mm.apis.search_app import create_app
+    from tbps_mm.apis import TBPSInferencer, init_model
     from tbps_mm.datasets.synthpedes import generate_synthpedes
-    from tbps_mm.registry import MODELS
+    from tbps_mm_serve import create_app
 
     torch.set_num_threads(threads)
     root = generate_synthpedes(
@@ -58,7 +57,7 @@ def build_app(folder: str, threads: int):
                 step.tokenizer = osp.join(root, 'tokenizer')
     torch.manual_seed(0)
     checkpoint = osp.join(folder, 'model.pth')
-    torch.save(MODELS.build(cfg.model).state_dict(), checkpoint)
+    torch.save(init_model(cfg).state_dict(), checkpoint)
     inferencer = TBPSInferencer(cfg, checkpoint, show_progress=False)
     inferencer.index(osp.join(root, 'imgs'), index_file=osp.join(folder, 'g.idx'))
     with open(osp.join(root, 'reid_raw.json')) as f:
@@ -99,7 +98,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.clients < 1 or args.queries < 1:
         print('error: --clients and --queries must be >= 1', file=sys.stderr)
         return 2
-    from tbps_mm.apis.local_server import LocalServer
+    from tbps_mm_serve import LocalServer
 
     with tempfile.TemporaryDirectory() as folder:
         app, captions, num_images = build_app(folder, args.threads)

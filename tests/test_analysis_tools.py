@@ -94,7 +94,8 @@ def test_part_localisation_mass_sums_to_one_per_query(probe_run, monkeypatch):
     code = run_in(
         probe_run['base'],
         'part_localisation',
-        [CONFIG, probe_run['checkpoint'], '--out', str(out), '--cfg-options']
+        [CONFIG, probe_run['checkpoint'], '--out', str(out)]
+        + ['--cfg-options']
         + TINY_OPTIONS,
         monkeypatch,
     )
@@ -115,7 +116,8 @@ def test_commonality_sanity_pairs_and_correlations(probe_run, monkeypatch):
     code = run_in(
         probe_run['base'],
         'commonality_sanity',
-        [CONFIG, probe_run['checkpoint'], '--batch', '8', '--out', str(out)]
+        [CONFIG, probe_run['checkpoint'], '--batch', '8']
+        + ['--out', str(out)]
         + ['--cfg-options', *TINY_OPTIONS],
         monkeypatch,
     )

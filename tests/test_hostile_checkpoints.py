@@ -19,7 +19,7 @@ import torch
 from model_fixtures import tiny_retriever_cfg
 from test_publish import tiny_run  # noqa: F401  (a fixture)
 
-from tbps_mm.apis import TBPSInferencer
+from tbps_mm.apis import TBPSInferencer, init_model
 from tbps_mm.models.checkpoint import (
     CheckpointMismatchError,
     UnsafeCheckpointError,
@@ -130,6 +130,11 @@ def test_getattr_and_encode_stand_ins_allow_only_their_one_use(tmp_path):
     assert encode('\x01\xff', 'latin1') == b'\x01\xff'
     with pytest.raises(pickle.UnpicklingError):
         encode('x', 'rot13')
+    empty_bytes = names['builtins.bytes']
+    assert empty_bytes() == b''
+    for args in [(10**12,), ('x', 'utf-8'), ([1, 2],)]:
+        with pytest.raises(pickle.UnpicklingError):
+            empty_bytes(*args)
 
 
 def test_real_training_checkpoint_loads_and_trust_opts_out(tmp_path):
@@ -145,12 +150,17 @@ def test_real_training_checkpoint_loads_and_trust_opts_out(tmp_path):
             'message_hub': {'log_scalars': {'train/loss': buffer}},
             'param_schedulers': [{'milestones': __import__('collections').Counter()}],
             'extra': np.arange(3, dtype=np.int16),
+            # Empty arrays pickle their data as a call of bytes().
+            'empty': np.array([], dtype=np.float32),
+            'fresh_buffer': HistoryBuffer(),
         },
         path,
     )
     ckpt = load_training_checkpoint(path)
     assert ckpt['message_hub']['log_scalars']['train/loss'].mean() == 1.5
     assert ckpt['meta']['eta'] == 3.5 and ckpt['extra'].dtype == np.int16
+    assert ckpt['empty'].shape == (0,) and ckpt['empty'].dtype == np.float32
+    assert len(ckpt['fresh_buffer'].data[0]) == 0
     # The allow-list is scoped to the call: torch's default stays strict.
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)
@@ -222,9 +232,9 @@ def test_onnx_export_converter_analysis_and_benchmark_refuse(tmp_path, capsys):
     harness = load_tool('tools/analysis_tools/_harness.py')
     with pytest.raises(UnsafeCheckpointError):
         harness.load_model(str(config), path)
-    scale = load_tool('benchmarks/search_scale.py')
+    # The benchmarks build their models through init_model.
     with pytest.raises(UnsafeCheckpointError):
-        scale._load_model(str(config), path)
+        init_model(str(config), path)
     assert not marker.exists()
 
 

@@ -20,8 +20,8 @@ pytest.importorskip('uvicorn')
 from fastapi.testclient import TestClient  # noqa: E402
 
 from tbps_mm.apis import TBPSInferencer  # noqa: E402
-from tbps_mm.apis.local_server import MAX_HEAD_BYTES, LocalServer  # noqa: E402
-from tbps_mm.apis.search_app import (  # noqa: E402
+from tbps_mm_serve.local_server import MAX_HEAD_BYTES, LocalServer  # noqa: E402
+from tbps_mm_serve.search_app import (  # noqa: E402
     MAX_BODY_BYTES,
     MAX_URL_CHARS,
     create_app,

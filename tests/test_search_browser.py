@@ -39,8 +39,7 @@ def _require(what: str, found: bool) -> None:
 def server(search_setup, tmp_path_factory):
     """The app of tools/serve.py on uvicorn, in a thread, on a free port."""
     from tbps_mm.apis import TBPSInferencer
-    from tbps_mm.apis.local_server import LocalServer
-    from tbps_mm.apis.search_app import create_app
+    from tbps_mm_serve import LocalServer, create_app
 
     inferencer = TBPSInferencer(
         search_setup['config'], search_setup['checkpoint'], show_progress=False

@@ -1,5 +1,8 @@
-"""High-level APIs: index image folders and search them with text."""
+"""High-level APIs: build a model, encode images and captions into fused
+vectors, index image folders and search them with text."""
 
+from .encoding_cache import EncodingCache
+from .fused_encoder import BACKENDS, FusedEncoder, find_test_pipeline
 from .gallery_index import (
     CorruptIndexError,
     GalleryIndex,
@@ -7,15 +10,26 @@ from .gallery_index import (
     IndexMismatchError,
     NotAnIndexError,
 )
-from .inferencer import DEFAULT_INDEX_NAME, IMAGE_EXTENSIONS, TBPSInferencer
+from .image_folders import IMAGE_EXTENSIONS, FolderListing, list_image_folders
+from .inferencer import DEFAULT_INDEX_NAME, TBPSInferencer, format_index_summary
+from .model import init_model, read_config
 
 __all__ = [
+    'BACKENDS',
     'CorruptIndexError',
     'DEFAULT_INDEX_NAME',
+    'EncodingCache',
+    'FolderListing',
+    'FusedEncoder',
     'GalleryIndex',
     'GalleryIndexError',
     'IMAGE_EXTENSIONS',
     'IndexMismatchError',
     'NotAnIndexError',
     'TBPSInferencer',
+    'find_test_pipeline',
+    'format_index_summary',
+    'init_model',
+    'list_image_folders',
+    'read_config',
 ]

@@ -149,6 +149,15 @@ def _restricted_encode(obj, encoding='utf-8', errors='strict'):
     raise pickle.UnpicklingError(f'_codecs.encode(..., {encoding!r})')
 
 
+def _restricted_bytes(*args):
+    """``bytes()`` for the one use numpy pickles make of it: the empty data of
+    an empty array (``b''`` is pickled as a call of ``bytes`` without
+    arguments)."""
+    if args:
+        raise pickle.UnpicklingError('builtins.bytes with arguments')
+    return b''
+
+
 def training_checkpoint_globals() -> list:
     """The allow-list of :func:`load_checkpoint_file`, beyond torch's own.
 
@@ -156,8 +165,8 @@ def training_checkpoint_globals() -> list:
     lists and numbers: the message hub's ``HistoryBuffer`` (and the four
     statistics methods it pickles by reference), numpy arrays, scalars and
     dtypes (numpy 1 and 2 module names), and ``collections.Counter``
-    (``MultiStepLR``'s milestones). ``getattr`` and ``_codecs.encode`` are
-    narrow stand-ins, not the builtins.
+    (``MultiStepLR``'s milestones). ``getattr``, ``_codecs.encode`` and
+    ``bytes`` (empty arrays' data) are narrow stand-ins, not the builtins.
 
     Returns:
         list: Entries for ``torch.serialization.safe_globals``.
@@ -189,6 +198,7 @@ def training_checkpoint_globals() -> list:
         entries.append((multiarray.scalar, f'{module}.scalar'))
     entries.append((_restricted_getattr, 'builtins.getattr'))
     entries.append((_restricted_encode, '_codecs.encode'))
+    entries.append((_restricted_bytes, 'builtins.bytes'))
     return entries
 
 

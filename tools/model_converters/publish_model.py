@@ -71,15 +71,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_model(config: str):
     """The model of ``config`` (randomly initialised), to check keys against."""
-    from mmengine.registry import init_default_scope
-
     import tbps_mm  # noqa: F401  (registers every component)
+    from tbps_mm.apis import init_model
     from tbps_mm.engine import load_config
-    from tbps_mm.registry import MODELS
 
-    cfg = load_config(config)
-    init_default_scope(cfg.get('default_scope', 'tbps_mm'))
-    return MODELS.build(cfg.model)
+    return init_model(load_config(config))
 
 
 def main(argv=None) -> int:

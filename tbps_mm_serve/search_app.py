@@ -117,7 +117,7 @@ class SearchRequestError(Exception):
 
 def _page_html() -> str:
     return (
-        resources.files('tbps_mm.apis')
+        resources.files('tbps_mm_serve')
         .joinpath('static', 'search_page.html')
         .read_text(encoding='utf-8')
     )

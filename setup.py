@@ -32,9 +32,9 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     python_requires='>=3.9',
-    packages=find_packages(include=['tbps_mm', 'tbps_mm.*']),
+    packages=find_packages(include=['tbps_mm', 'tbps_mm.*', 'tbps_mm_serve']),
     include_package_data=True,
-    package_data={'tbps_mm.apis': ['static/*.html']},
+    package_data={'tbps_mm_serve': ['static/*.html']},
     install_requires=read_requirements('runtime.txt'),
     extras_require={
         'deploy': read_requirements('deploy.txt'),

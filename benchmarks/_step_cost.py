@@ -125,13 +125,13 @@ def variant_cfg(cfg, variant: str):
 
 
 def build_model(model_cfg, device: str) -> torch.nn.Module:
-    """Build a model from its config, initialise it and move it to ``device``."""
-    from mmengine.registry import init_default_scope
+    """Build a model from its config (``tbps_mm.apis.init_model``), initialise
+    it and move it to ``device``, in training mode."""
+    from mmengine.config import Config
 
-    from tbps_mm.registry import MODELS
+    from tbps_mm.apis import init_model
 
-    init_default_scope('tbps_mm')
-    model = MODELS.build(model_cfg)
+    model = init_model(Config(dict(model=model_cfg, default_scope='tbps_mm')))
     model.init_weights()
     return model.to(device).train()
 

@@ -10,9 +10,9 @@ encoders are timed on the same inputs:
 - text: ``encode_text`` + ``fused_embed`` of captions of ``--text-length``
   real tokens (batches ``--text-batches``).
 
-PyTorch runs eagerly under ``torch.no_grad()`` in eval mode (what
-``TBPSInferencer`` does); onnxruntime runs the exported graphs on its CPU
-provider through ``ONNXRuntimeEncoder`` (input / output conversion
+Both run through ``tbps_mm.apis.FusedEncoder`` as search does: its PyTorch
+backend eagerly under ``torch.no_grad()`` in eval mode, its onnxruntime
+backend the exported graphs on the CPU provider (input / output conversion
 included). Both get the same number of threads (``--threads``). Calls
 alternate between the two backends, ``--warmup`` untimed rounds first, then
 ``--runs`` timed rounds; the table gives the median milliseconds of each and
@@ -53,14 +53,13 @@ from _common import (
 
 def build(name: str):
     """The random-init model of ``name`` and its image size ``(H, W)``."""
-    from train_step_cost import load_config
+    from _step_cost import load_config
 
+    from tbps_mm.apis import init_model
     from tbps_mm.deployment import image_size_from_config
-    from tbps_mm.registry import MODELS
 
     cfg = load_config(name)
-    model = MODELS.build(cfg.model).eval()
-    return model, image_size_from_config(cfg)
+    return init_model(cfg), image_size_from_config(cfg)
 
 
 def alternate(fns: Dict[str, callable], runs: int, warmup: int) -> Dict[str, List]:
@@ -75,12 +74,11 @@ def alternate(fns: Dict[str, callable], runs: int, warmup: int) -> Dict[str, Lis
     return times
 
 
-def pair(model, torch_fn, ort_fn, inputs: tuple) -> tuple:
+def pair(torch_fn, ort_fn, inputs: tuple) -> tuple:
     """The two timed calls: fused vectors from PyTorch and from onnxruntime."""
 
     def run_torch():
-        with torch.no_grad():
-            return model.fused_embed(torch_fn(*inputs))
+        return torch_fn(*inputs)['fused_embed']
 
     def run_ort():
         return ort_fn(*inputs)['fused_embed']
@@ -90,26 +88,36 @@ def pair(model, torch_fn, ort_fn, inputs: tuple) -> tuple:
 
 def measure(name: str, args: argparse.Namespace) -> List[Dict]:
     """Time both encoders of one model on both backends."""
-    from tbps_mm.deployment import ONNXRuntimeEncoder, export_onnx
+    from tbps_mm.apis import FusedEncoder
+    from tbps_mm.deployment import export_onnx
 
     torch.manual_seed(0)
     model, size = build(name)
     rows = []
     with tempfile.TemporaryDirectory() as out_dir:
         meta = export_onnx(model, out_dir, size)
-        encoder = ONNXRuntimeEncoder(out_dir, num_threads=args.threads)
+        torch_enc = FusedEncoder(model, pipeline=[])
+        ort_enc = FusedEncoder(
+            model,
+            pipeline=[],
+            backend='onnxruntime',
+            onnx_dir=out_dir,
+            num_threads=args.threads,
+        )
         length = min(args.text_length, meta['text']['max_length'] or args.text_length)
         cases = [('image', b) for b in args.image_batches]
         cases += [('text', b) for b in args.text_batches]
         for side, batch in cases:
             if side == 'image':
                 inputs = (torch.randn(batch, 3, *size),)
-                torch_fn, ort_fn = model.encode_image, encoder.encode_image
+                torch_fn = torch_enc.encode_image_tensors
+                ort_fn = ort_enc.encode_image_tensors
             else:
                 ids = torch.randint(1, meta['text']['vocab_size'], (batch, length))
                 inputs = (ids, torch.ones_like(ids))
-                torch_fn, ort_fn = model.encode_text, encoder.encode_text
-            run_torch, run_ort = pair(model, torch_fn, ort_fn, inputs)
+                torch_fn = torch_enc.encode_token_ids
+                ort_fn = ort_enc.encode_token_ids
+            run_torch, run_ort = pair(torch_fn, ort_fn, inputs)
             diff = float((run_torch() - run_ort()).abs().max())
             times = alternate(
                 dict(pytorch=run_torch, onnxruntime=run_ort), args.runs, args.warmup

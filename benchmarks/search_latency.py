@@ -29,7 +29,8 @@ Models (``--model``):
   are available offline), which changes tokenization cost only marginally.
 
 Columns: ``p50/p95 ms`` of the whole ``search`` call; ``encode p50 ms`` of
-``encode_text`` alone (pipeline + text encoder, independent of the gallery);
+``FusedEncoder.encode_texts`` alone (pipeline + text encoder, independent of
+the gallery);
 ``embeddings B/img`` the float32 bytes of one image's coarse + part
 embeddings; ``RSS B/img`` the resident memory the attached index actually
 took per image (embeddings + path strings); ``search peak extra`` the memory
@@ -85,7 +86,7 @@ def inferencer_config(model: str, tokenizer_dir: str):
     import tbps_mm  # noqa: F401  (registers the components)
 
     if model == 'clip-b16':
-        from train_step_cost import load_config
+        from _step_cost import load_config
 
         cfg = load_config('clip-b16')
     else:
@@ -172,7 +173,7 @@ def measure(
                 raise RuntimeError(f'search returned {len(results)} results')
     for q in queries:
         start = time.perf_counter()
-        inferencer.encode_text(q)
+        inferencer.encoder.encode_texts([q])
         encodes.append(time.perf_counter() - start)
     return dict(
         gallery=gallery_size,
@@ -192,15 +193,15 @@ def measure(
 def prepare(model: str, folder: str, num_queries: int, seed: int = 0) -> List[str]:
     """Generate a tiny SynthPedes (tokenizer + captions) and a weights-only
     checkpoint of the random-init model into ``folder``; return the queries."""
+    from tbps_mm.apis import init_model
     from tbps_mm.datasets.synthpedes import generate_synthpedes
-    from tbps_mm.registry import MODELS
 
     root = osp.join(folder, 'synthpedes')
     generate_synthpedes(root, size='tiny', seed=seed, progress=False)
     tokenizer = osp.join(root, 'tokenizer')
     cfg = inferencer_config(model, tokenizer)
     torch.manual_seed(seed)
-    net = MODELS.build(cfg.model)
+    net = init_model(cfg)
     torch.save(net.state_dict(), osp.join(folder, f'{model}.pth'))
     # the inferencer reads <config_dir>/tokenizer
     import shutil

@@ -103,41 +103,24 @@ TOPK = 10
 # ---------------------------------------------------------------------- #
 # 1. Real embeddings
 # ---------------------------------------------------------------------- #
-def _load_model(config: str, checkpoint: str):
-    """The model of ``config`` with the weights of ``checkpoint`` (a training
-    checkpoint or a published weights-only file), and its test pipeline."""
-    from mmengine.config import Config
-
-    import tbps_mm  # noqa: F401  (registers the components)
-    from tbps_mm.models.checkpoint import load_training_checkpoint
-    from tbps_mm.registry import MODELS, TRANSFORMS
-
-    cfg = Config.fromfile(config)
-    model = MODELS.build(cfg.model)
-    ckpt = load_training_checkpoint(checkpoint)
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith('losses.')]
-    if missing:
-        raise ValueError(
-            f'checkpoint "{checkpoint}" does not fit config "{config}": '
-            f'missing {missing[:8]}'
-        )
-    model.eval()
-    return cfg, model, TRANSFORMS
-
-
 def encode_synthpedes(
-    config: str, checkpoint: str, data_root: str, batch_size: int = 64
+    config: str,
+    checkpoint: str,
+    data_root: str,
+    batch_size: int = 64,
+    trust_checkpoint: bool = False,
 ) -> Dict[str, np.ndarray]:
     """Fused vectors of every image and every test caption of a SynthPedes folder.
 
     Args:
         config (str): The model's config file.
-        checkpoint (str): Its checkpoint (training or weights-only).
+        checkpoint (str): Its checkpoint (training or published), read by
+            ``tbps_mm.apis.init_model``.
         data_root (str): A SynthPedes folder (``reid_raw.json``, ``imgs/``,
             ``tokenizer/``).
         batch_size (int): Items per forward pass.
+        trust_checkpoint (bool): Unpickle the checkpoint in full (a file the
+            user trusts).
 
     Returns:
         dict: ``img`` (N, F) float32 fused image vectors, ``img_pid`` (N,),
@@ -151,26 +134,25 @@ def encode_synthpedes(
         >>> data['img'].shape  # doctest: +SKIP
         (5200, 1280)
     """
-    from mmengine.dataset import pseudo_collate
-
-    from tbps_mm.fused_score import fused_vector
+    from tbps_mm.apis import FusedEncoder, find_test_pipeline, read_config
 
     ann_file = osp.join(data_root, 'reid_raw.json')
     if not osp.isfile(ann_file):
         raise FileNotFoundError(f'"{ann_file}" does not exist: not a SynthPedes folder')
-    cfg, model, transforms = _load_model(config, checkpoint)
-    pipeline = []
-    for t in cfg.test_dataloader.dataset.pipeline:
-        t = dict(t)
-        if t['type'] == 'TokenizeCaption':
-            t['tokenizer'] = osp.join(data_root, 'tokenizer')
-        pipeline.append(transforms.build(t))
-
-    def prepare(item: dict) -> dict:
-        for transform in pipeline:
-            item = transform(item)
-        return item
-
+    cfg = read_config(config)
+    pipeline = [
+        dict(t, tokenizer=osp.join(data_root, 'tokenizer'))
+        if t['type'] == 'TokenizeCaption'
+        else t
+        for t in find_test_pipeline(cfg)
+    ]
+    encoder = FusedEncoder.from_config(
+        cfg,
+        checkpoint,
+        trust_checkpoint=trust_checkpoint,
+        pipeline=pipeline,
+        batch_size=batch_size,
+    )
     with open(ann_file) as f:
         entries = json.load(f)
     images = [
@@ -183,31 +165,14 @@ def encode_synthpedes(
         if e['split'] == 'test'
         for c in e['captions']
     ]
-    weight = float(model.fusion_weight)
-
-    @torch.no_grad()
-    def run(items: List[dict], modality: str) -> np.ndarray:
-        out = []
-        for start in range(0, len(items), batch_size):
-            batch = [
-                prepare(dict(item, modality=modality, sample_idx=i))
-                for i, item in enumerate(items[start : start + batch_size])
-            ]
-            inputs = model.data_preprocessor(pseudo_collate(batch), False)['inputs']
-            if modality == 'image':
-                enc = model.encode_image(inputs['images'])
-            else:
-                enc = model.encode_text(inputs['text_ids'], inputs['text_mask'])
-            out.append(fused_vector(enc['embed'], enc['part_embeds'], weight).numpy())
-        return np.concatenate(out).astype(np.float32)
-
-    img = run([dict(img_path=p) for p, _, _ in images], 'image')
-    cap = run([dict(text=c) for c, _ in captions], 'text')
+    weight = encoder.fusion_weight
+    img = encoder.encode_images([p for p, _, _ in images])['fused_embed']
+    cap = encoder.encode_texts([c for c, _ in captions])['fused_embed']
     return dict(
-        img=img,
+        img=img.float().numpy(),
         img_pid=np.array([pid for _, pid, _ in images]),
         img_split=np.array([split for _, _, split in images]),
-        cap=cap,
+        cap=cap.float().numpy(),
         cap_pid=np.array([pid for _, pid in captions]),
         fusion_weight=np.float64(weight),
         embed_dims=np.int64(cfg.model.head.embed_dims),
@@ -230,7 +195,12 @@ def cached_encoding(args: argparse.Namespace) -> Dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     start = time.perf_counter()
-    data = encode_synthpedes(args.config, args.checkpoint, args.data_root)
+    data = encode_synthpedes(
+        args.config,
+        args.checkpoint,
+        args.data_root,
+        trust_checkpoint=args.trust_checkpoint,
+    )
     print(
         f'encoded {len(data["img"])} images and {len(data["cap"])} captions '
         f'in {time.perf_counter() - start:.0f} s',
@@ -309,20 +279,17 @@ class EmbeddingModel:
         self.between, self.between_iso, self.between_eig = _spread(between, rank)
         self.dims = vectors.shape[1]
         self.embed_dims = embed_dims
-        blocks = self.dims // embed_dims
-        self.scales = np.array(
-            [1.0] + [np.sqrt(fusion_weight / max(blocks - 1, 1))] * (blocks - 1),
-            np.float32,
-        )
+        self.fusion_weight = fusion_weight
         self.bandwidth = bandwidth
         self.images_per_id = images_per_id
 
     def normalise(self, x: np.ndarray) -> np.ndarray:
-        """L2-normalise every ``embed_dims`` block and scale it as
-        ``fused_vector`` does (in place)."""
-        view = x.reshape(len(x), -1, self.embed_dims)
-        view /= np.linalg.norm(view, axis=2, keepdims=True)
-        view *= self.scales[None, :, None]
+        """Make every row a valid fused vector: its coarse and part blocks
+        through ``tbps_mm.fused_score.fused_vector`` (in place)."""
+        from tbps_mm.fused_score import fused_vector
+
+        blocks = torch.from_numpy(x).view(len(x), -1, self.embed_dims)
+        x[:] = fused_vector(blocks[:, 0], blocks[:, 1:], self.fusion_weight).numpy()
         return x
 
     def chunk(self, seed: int, index: int, size: int) -> np.ndarray:
@@ -804,10 +771,15 @@ def run_size(
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    from tbps_mm.models.checkpoint import TRUST_CHECKPOINT_HELP
+
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', nargs='?', help='the model config')
     parser.add_argument(
         'checkpoint', nargs='?', help='training checkpoint or published weights'
+    )
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true', help=TRUST_CHECKPOINT_HELP
     )
     parser.add_argument('--data-root', default='data/synthpedes_small')
     parser.add_argument(

@@ -50,12 +50,16 @@ from _common import machine_info, median, quiet_mmengine, write_json  # noqa: E4
 import tbps_mm  # noqa: E402,F401
 from tbps_mm.apis import (  # noqa: E402
     DEFAULT_VIDEO_INGEST,
-    TBPSInferencer,
+    FusedEncoder,
     VideoIndexer,
-    inferencer_encoders,
+    track_encoders,
 )
 from tbps_mm.datasets import SynthPedesVideos  # noqa: E402
-from tbps_mm.engine import load_config  # noqa: E402
+from tbps_mm.engine import (  # noqa: E402
+    add_inference_args,
+    inference_options,
+    load_config,
+)
 from tbps_mm.evaluation import markdown_table, query_rank_stats  # noqa: E402
 from tbps_mm.evaluation.video_metrics import (  # noqa: E402
     box_iou,
@@ -218,8 +222,9 @@ def ci_text(value, signed: bool = False) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config')
-    parser.add_argument('checkpoint', help='weights-only checkpoint')
+    # config, checkpoint, --trust-checkpoint, --cfg-options, --onnx,
+    # --device, --batch-size
+    add_inference_args(parser)
     parser.add_argument(
         '--data-root',
         default='data/synthpedes_videos',
@@ -234,13 +239,13 @@ def main(argv=None) -> int:
     quiet_mmengine()
     torch.set_num_threads(args.threads)
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.cfg_options)
     ingest = dict(cfg.get('video_ingest') or DEFAULT_VIDEO_INGEST)
     for name in ('detector', 'tracker'):
         if hasattr(ingest[name], 'to_dict'):
             ingest[name] = ingest[name].to_dict()
-    inferencer = TBPSInferencer(cfg, args.checkpoint, show_progress=False)
-    encode_crops, encode_text, fingerprint = inferencer_encoders(inferencer)
+    encoder = FusedEncoder.from_config(cfg, args.checkpoint, **inference_options(args))
+    encode_crops, encode_text, fingerprint = track_encoders(encoder)
 
     sets = []
     for seed in args.seeds:

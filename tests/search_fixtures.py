@@ -24,7 +24,13 @@ import torch
 from fixtures_tbps import CAPTION_WORDS, COLOURS, GARMENTS, make_tiny_tokenizer
 from PIL import Image, ImageDraw
 
-__all__ = ['make_people', 'build_search_model', 'SEARCH_CONFIG', 'RGB']
+__all__ = [
+    'make_people',
+    'build_search_model',
+    'write_search_model',
+    'SEARCH_CONFIG',
+    'RGB',
+]
 
 #: The colour words' RGB values.
 RGB = {
@@ -122,6 +128,35 @@ def make_people(
                 )
             )
     return records
+
+
+def write_search_model(root: Path) -> Dict:
+    """Write the config and an untrained (seeded) model's weights.
+
+    For tests of the plumbing, where what the model ranks does not matter.
+
+    Args:
+        root (Path): Folder for the tokenizer, config and checkpoint.
+
+    Returns:
+        dict: ``config`` and ``checkpoint`` (weights-only ``.pth``) paths and
+        ``state`` (the state dict saved).
+    """
+    from mmengine.config import Config
+
+    from tbps_mm.registry import MODELS
+
+    root = Path(root)
+    tokenizer = make_tiny_tokenizer(root / 'tokenizer')
+    config = root / 'search_tiny.py'
+    config.write_text(
+        SEARCH_CONFIG.format(tokenizer=tokenizer, vocab=len(CAPTION_WORDS) + 5)
+    )
+    torch.manual_seed(0)
+    state = MODELS.build(Config.fromfile(str(config)).model).state_dict()
+    checkpoint = root / 'search_untrained.pth'
+    torch.save(state, checkpoint)
+    return dict(config=str(config), checkpoint=str(checkpoint), state=state)
 
 
 def build_search_model(

@@ -21,8 +21,9 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools', 'analysis_tools')
 CONFIG = osp.join(ROOT, 'configs', 'tbps_synth.py')
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
-# The quick-start config on the tiny preset: data_root stays relative
-# (data/synthpedes_small), so each tool runs inside the tiny folder's parent.
+# The quick-start config on the tiny preset: its relative data_root
+# (data/synthpedes_small) resolves against TBPS_DATA_ROOT, set to the folder
+# each tool runs in.
 TINY_OPTIONS = [
     option
     for loader in LOADERS
@@ -55,6 +56,7 @@ def probe_run(tmp_path_factory):
     out = base / 'probe.json'
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(base)
+        mp.setenv('TBPS_DATA_ROOT', str(base))
         code = load_tool('model_probe').main(
             [CONFIG, '--steps', '2', '--log-every', '1', '--work-dir', str(work_dir)]
             + ['--out', str(out), '--cfg-options', *TINY_OPTIONS]
@@ -70,6 +72,7 @@ def probe_run(tmp_path_factory):
 
 def run_in(base, tool, argv, monkeypatch):
     monkeypatch.chdir(base)
+    monkeypatch.setenv('TBPS_DATA_ROOT', str(base))
     return load_tool(tool).main(argv)
 
 
@@ -91,7 +94,8 @@ def test_part_localisation_mass_sums_to_one_per_query(probe_run, monkeypatch):
     code = run_in(
         probe_run['base'],
         'part_localisation',
-        [CONFIG, probe_run['checkpoint'], '--out', str(out), '--cfg-options']
+        [CONFIG, probe_run['checkpoint'], '--out', str(out)]
+        + ['--cfg-options']
         + TINY_OPTIONS,
         monkeypatch,
     )
@@ -112,7 +116,8 @@ def test_commonality_sanity_pairs_and_correlations(probe_run, monkeypatch):
     code = run_in(
         probe_run['base'],
         'commonality_sanity',
-        [CONFIG, probe_run['checkpoint'], '--batch', '8', '--out', str(out)]
+        [CONFIG, probe_run['checkpoint'], '--batch', '8']
+        + ['--out', str(out)]
         + ['--cfg-options', *TINY_OPTIONS],
         monkeypatch,
     )

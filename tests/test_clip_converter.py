@@ -267,7 +267,10 @@ def test_openai_checkpoint_tokenizes_as_openai_clip(tmp_path, archive):
     else:
         torch.save(state, path)
     out = tmp_path / 'out'
-    meta = converter.convert(path, str(out), vision_heads=4, text_heads=4)
+    if archive:  # TorchScript runs code on load: only with trust
+        with pytest.raises(converter.UnsafeCheckpointError, match='TorchScript'):
+            converter.convert(path, str(out), vision_heads=4, text_heads=4)
+    meta = converter.convert(path, str(out), vision_heads=4, text_heads=4, trust=True)
     assert meta['tokenizer']['source'] == 'bpe_simple_vocab_16e6.txt.gz'
     if archive:  # the weights came through the TorchScript reader
         _check_features(clip, _retriever(str(out)))

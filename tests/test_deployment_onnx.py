@@ -9,7 +9,7 @@ import pytest
 import torch
 from model_fixtures import tiny_retriever_cfg
 
-from tbps_mm.apis import TBPSInferencer
+from tbps_mm.apis import FusedEncoder, TBPSInferencer
 from tbps_mm.deployment import (
     ONNXRuntimeEncoder,
     check_onnx_parity,
@@ -165,7 +165,8 @@ def test_inferencer_onnxruntime_backend_ranks_like_pytorch(search_setup, tmp_pat
         backend='onnxruntime',
         onnx_dir=str(onnx_dir),
     )
-    assert isinstance(ort_inf.encoder, ONNXRuntimeEncoder)
+    assert isinstance(ort_inf.encoder.backend, ONNXRuntimeEncoder)
+    assert ort_inf.encoder.fusion_weight == torch_inf.encoder.fusion_weight == 1.0
     gallery = search_setup['gallery']
     torch_inf.index(gallery, index_file=str(tmp_path / 'torch.npz'))
     ort_inf.index(gallery, index_file=str(tmp_path / 'ort.npz'))
@@ -208,3 +209,73 @@ def test_inferencer_onnxruntime_backend_errors(search_setup, tmp_path):
         TBPSInferencer(
             config, str(other), backend='onnxruntime', onnx_dir=str(onnx_dir)
         )
+    # The graphs' fusion weight is deploy.json's: a config asking for another
+    # one is refused rather than fused again or silently ignored.
+    with pytest.raises(ValueError, match=r'fusion_weight 1.0 \(deploy.json\)'):
+        FusedEncoder.from_config(
+            config,
+            checkpoint,
+            cfg_options={'model.fusion_weight': 0.25},
+            backend='onnxruntime',
+            onnx_dir=str(onnx_dir),
+        )
+
+
+def test_fused_encoder_uses_the_graph_fused_output(search_setup, tmp_path):
+    config, checkpoint = search_setup['config'], search_setup['checkpoint']
+    onnx_dir = tmp_path / 'onnx'
+    assert load_tool().main([config, checkpoint, str(onnx_dir)]) == 0
+    torch_enc = FusedEncoder.from_config(config, checkpoint, batch_size=3)
+    ort_enc = FusedEncoder(
+        torch_enc.model, backend='onnxruntime', onnx_dir=str(onnx_dir), batch_size=3
+    )
+    # The graph's own output comes back: scaling it differently is seen.
+    calls = []
+    run = ort_enc.backend.encode_image
+
+    def spy(images):
+        out = run(images)
+        calls.append(out['fused_embed'])
+        return out
+
+    ort_enc.backend.encode_image = spy
+    paths = [p['path'] for p in search_setup['people'][:5]]
+    got = ort_enc.encode_images(paths)
+    assert len(calls) == 2  # batches of 3
+    assert torch.equal(got['fused_embed'], torch.cat(calls))
+    expected = torch_enc.encode_images(paths)
+    assert got['paths'] == expected['paths'] == paths
+    assert (got['fused_embed'] - expected['fused_embed']).abs().max() < 1e-4
+    captions = [p['captions'][0] for p in search_setup['people'][:4]]
+    a, b = torch_enc.encode_texts(captions), ort_enc.encode_texts(captions)
+    assert (a['fused_embed'] - b['fused_embed']).abs().max() < 1e-4
+    assert torch.equal(a['text_ids'], b['text_ids'])
+
+
+def test_search_tool_encodes_with_onnxruntime(search_setup, tmp_path, capsys):
+    config, checkpoint = search_setup['config'], search_setup['checkpoint']
+    onnx_dir = tmp_path / 'onnx'
+    assert load_tool().main([config, checkpoint, str(onnx_dir)]) == 0
+    spec = importlib.util.spec_from_file_location(
+        'search_tool', Path(__file__).resolve().parents[1] / 'tools' / 'search.py'
+    )
+    search = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(search)
+    record = search_setup['people'][3]
+    outputs = []
+    for extra in ([], ['--onnx', str(onnx_dir)]):
+        capsys.readouterr()
+        code = search.main(
+            [config, checkpoint, '--images', search_setup['gallery']]
+            + ['--index', str(tmp_path / f'{len(extra)}.idx')]
+            + ['--query', record['captions'][0], '--topk', '3']
+            + extra
+        )
+        assert code == 0
+        lines = [ln.split() for ln in capsys.readouterr().out.splitlines()]
+        outputs.append([ln for ln in lines if ln and ln[0].isdigit()])
+    torch_rows, ort_rows = outputs
+    assert [r[2] for r in ort_rows] == [r[2] for r in torch_rows]
+    assert f'person_{record["pid"]}_' in ort_rows[0][2]
+    for a, b in zip(torch_rows, ort_rows):
+        assert abs(float(a[1]) - float(b[1])) < 1e-3

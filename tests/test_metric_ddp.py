@@ -16,6 +16,7 @@ from mmengine.dataset import DefaultSampler
 from test_retrieval_metric import make_problem, run_metric, to_samples
 
 from tbps_mm.evaluation import TBPSRetrievalMetric
+from tbps_mm.models.checkpoint import load_checkpoint_file
 
 WORLD_SIZE = 2
 BATCH_SIZE = 4
@@ -70,7 +71,7 @@ def test_ddp_equals_single_process(tmp_path):
     single = run_metric(single_metric, samples, batch_size=BATCH_SIZE)
 
     run_forked(worker, (free_port(), str(tmp_path)), nprocs=WORLD_SIZE)
-    outs = [torch.load(tmp_path / f'rank{r}.pt', weights_only=False) for r in (0, 1)]
+    outs = [load_checkpoint_file(str(tmp_path / f'rank{r}.pt')) for r in (0, 1)]
     # Each rank saw half of the padded dataset: the padding was really there.
     assert [o['num_processed'] for o in outs] == [23, 23]
     for out in outs:  # broadcast to every rank, bit for bit

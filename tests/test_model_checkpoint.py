@@ -9,7 +9,11 @@ from mmengine.runner.checkpoint import load_checkpoint
 from model_fixtures import captions, tiny_retriever_cfg
 from safetensors.torch import save_file
 
-from tbps_mm.models.checkpoint import CheckpointMismatchError, load_tbps_weights
+from tbps_mm.models.checkpoint import (
+    CheckpointMismatchError,
+    UnsafeCheckpointError,
+    load_tbps_weights,
+)
 from tbps_mm.registry import MODELS
 
 
@@ -105,7 +109,7 @@ def test_mmengine_load_paths_raise_instead_of_a_partial_load(tmp_path):
 def test_files_that_are_not_weights_only_are_refused(tmp_path):
     path = str(tmp_path / 'pickled.pth')
     torch.save({'state_dict': _build().state_dict(), 'meta': {'hook': object()}}, path)
-    with pytest.raises(CheckpointMismatchError, match='is not weights-only'):
+    with pytest.raises(UnsafeCheckpointError, match='is refused: it needs object'):
         load_tbps_weights(_build(), path)
     with pytest.raises(FileNotFoundError, match='does not exist'):
         load_tbps_weights(_build(), str(tmp_path / 'missing.pth'))

@@ -24,6 +24,8 @@ import torch
 from fixtures_tbps import make_tbps_fixture
 from transformers import CLIPConfig, CLIPModel
 
+from tbps_mm.models.checkpoint import load_training_checkpoint
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TESTS = osp.dirname(osp.abspath(__file__))
 SPEC = {
@@ -106,7 +108,8 @@ def options(max_epochs: int) -> list:
 
 
 def train(cwd, config, work_dir, max_epochs, *extra):
-    env = dict(os.environ, OMP_NUM_THREADS='1')
+    # The config's relative data paths resolve against TBPS_DATA_ROOT.
+    env = dict(os.environ, OMP_NUM_THREADS='1', TBPS_DATA_ROOT=str(cwd))
     env['PYTHONPATH'] = os.pathsep.join([TESTS, ROOT, env.get('PYTHONPATH', '')])
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config]
     cmd += ['--work-dir', str(work_dir), *extra, '--cfg-options']
@@ -160,7 +163,7 @@ def test_reference_config_trains_validates_and_resumes(tmp_path):
     last = sum(r['loss'] for r in records[-5:]) / 5
     assert last < first, (first, last)
     # The config's multipliers: new modules at 5x the base lr after warm-up.
-    ckpt = torch.load(work / 'epoch_5.pth', map_location='cpu', weights_only=False)
+    ckpt = load_training_checkpoint(str(work / 'epoch_5.pth'))
     lrs = sorted({g['lr'] for g in ckpt['optimizer']['param_groups']})
     assert lrs[0] == pytest.approx(5e-4) and lrs[-1] == pytest.approx(2.5e-3)
     # Validation ran on the val split with the field's metric.
@@ -172,8 +175,8 @@ def test_reference_config_trains_validates_and_resumes(tmp_path):
         tmp_path, str(config), resumed, 6, '--resume', str(work / 'epoch_5.pth')
     )
     assert 'resumed epoch: 5' in log
-    final = torch.load(resumed / 'epoch_6.pth', map_location='cpu', weights_only=False)
-    reference = torch.load(work / 'epoch_6.pth', map_location='cpu', weights_only=False)
+    final = load_training_checkpoint(str(resumed / 'epoch_6.pth'))
+    reference = load_training_checkpoint(str(work / 'epoch_6.pth'))
     assert [g['lr'] for g in final['optimizer']['param_groups']] == pytest.approx(
         [g['lr'] for g in reference['optimizer']['param_groups']]
     )

@@ -43,6 +43,18 @@ default_hooks = dict(
 """
 
 
+def write_toy_config(tmp_path, schedule):
+    """The toy model on ``configs/_base_/schedules/<schedule>``."""
+    path = tmp_path / 'toy.py'
+    path.write_text(
+        TOY_CONFIG.format(
+            runtime=osp.join(ROOT, 'configs', '_base_', 'default_runtime.py'),
+            schedule=osp.join(SCHEDULES, schedule),
+        )
+    )
+    return path
+
+
 class LrRecorder(Hook):
     """The learning rate after each iteration's scheduler step."""
 
@@ -60,13 +72,7 @@ class LrRecorder(Hook):
 def test_cosine_floor_at_the_overridden_last_epoch(
     tmp_path, schedule, max_epochs, warmup, eta_min
 ):
-    path = tmp_path / 'toy.py'
-    path.write_text(
-        TOY_CONFIG.format(
-            runtime=osp.join(ROOT, 'configs', '_base_', 'default_runtime.py'),
-            schedule=osp.join(SCHEDULES, schedule),
-        )
-    )
+    path = write_toy_config(tmp_path, schedule)
     # As tools/train.py --cfg-options train_cfg.max_epochs=N does.
     cfg = load_config(str(path), {'train_cfg.max_epochs': max_epochs})
     assert Config.fromfile(str(path)).train_cfg.max_epochs != max_epochs
@@ -140,3 +146,52 @@ def test_reference_multipliers_match_the_reference_head():
         build_optim_wrapper(
             model, reference_optim_cfg(**{'head.part_querys': dict(lr_mult=5.0)})
         )
+
+
+@pytest.mark.parametrize(
+    'schedule,max_epochs,warmup', [('synth_cpu.py', 1, 1), ('irra_60e.py', 3, 5)]
+)
+def test_runs_shorter_than_the_warm_up_train(tmp_path, schedule, max_epochs, warmup):
+    """A run that ends during the warm-up warms up over the whole run."""
+    path = write_toy_config(tmp_path, schedule)
+    cfg = load_config(str(path), {'train_cfg.max_epochs': max_epochs})
+    cfg.work_dir = str(tmp_path / 'work')
+    runner = build_runner(cfg)
+    recorder = LrRecorder()
+    runner.register_hook(recorder, priority='LOWEST')
+    runner.train()
+    per_epoch = 2
+    assert len(recorder.lrs) == max_epochs * per_epoch
+    assert len(runner.param_schedulers) == 1  # the cosine phase is left out
+    (linear,) = runner.param_schedulers
+    assert (linear.begin, linear.end) == (0, max_epochs * per_epoch)
+    lrs = recorder.lrs
+    assert all(a <= b for a, b in zip(lrs, lrs[1:]))  # still warming up
+    # MMEngine's LinearLR reaches its end factor on the phase's last step.
+    assert lrs[0] < 0.1 or max_epochs * per_epoch == 2
+    assert lrs[-1] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize('max_epochs', [0, -2])
+def test_train_tool_refuses_an_impossible_run_length(tmp_path, max_epochs, capsys):
+    import importlib.util
+
+    path = write_toy_config(tmp_path, 'synth_cpu.py')
+    spec = importlib.util.spec_from_file_location(
+        'tool_train_schedules', osp.join(ROOT, 'tools', 'train.py')
+    )
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    code = train.main(
+        [
+            str(path),
+            '--work-dir',
+            str(tmp_path / 'work'),
+            '--cfg-options',
+            f'train_cfg.max_epochs={max_epochs}',
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f'config "{path}"' in err and 'max_epochs' in err
+    assert not (tmp_path / 'work').exists()

@@ -228,13 +228,13 @@ def test_incremental_index_equals_a_rebuild(setup, tmp_path):
         setup['configs']['tiny'], setup['checkpoint'], batch_size=4, show_progress=False
     )
     encoded = []
-    encode = inferencer.encode_images
+    encode = inferencer.encoder.encode_images
 
     def counting(paths, skipped=None):
         encoded.extend(paths)
         return encode(paths, skipped)
 
-    inferencer.encode_images = counting
+    inferencer.encoder.encode_images = counting
     index_file = str(tmp_path / 'gallery.idx')
     assert inferencer.index(str(first), index_file=index_file)['added'] == 6
     summary = inferencer.index(index_file=index_file, add=str(second))
@@ -275,8 +275,8 @@ def test_exact_search_scores_are_the_model_fused_similarity(setup, tmp_path):
     inferencer.index(str(images))
     results = inferencer.search(QUERY, topk=7)
     paths = [p for p, _ in results]
-    text, _ = inferencer.encode_text(QUERY)
-    gallery = inferencer.encode_images(paths)
+    text = inferencer.encoder.encode_texts([QUERY])
+    gallery = inferencer.encoder.encode_images(paths)
     expected = inferencer.model.similarity(text, gallery)[0]
     assert [s for _, s in results] == pytest.approx(expected.tolist(), abs=1e-5)
     assert expected.tolist() == sorted(expected.tolist(), reverse=True)
@@ -290,10 +290,12 @@ def test_unreadable_images_skipped_and_named(setup, capsys, tmp_path):
     code, out, _ = run(setup, capsys, '--images', images, '--query', QUERY)
     assert code == 0, out
     assert 'index built: 3 images' in out
-    assert 'skipped 2 unreadable image(s)' in out
+    assert 'skipped 2 unreadable entries' in out
+    assert 'indexed 3, skipped-unreadable 2' in out
     assert 'broken.jpg' in out and os.path.join('cam1', 'empty.png') in out
     assert len(result_lines(out)) == 3
-    # The skipped names travel with the index and are not retried.
+    # The skipped names travel with the index; they are tried again (and
+    # still fail) on every run.
     inferencer = TBPSInferencer(
         setup['configs']['tiny'], setup['safetensors'], show_progress=False
     )
@@ -465,6 +467,14 @@ def test_inferencer_api_and_atomic_index(setup, tmp_path, monkeypatch):
         added=5,
         removed=0,
         skipped=[],
+        counts={
+            'indexed': 5,
+            'skipped-unreadable': 0,
+            'skipped-dangling-link': 0,
+            'skipped-unreadable-folder': 0,
+        },
+        encoded=5,
+        resumed=0,
         loaded=False,
         index_file=str(index),
         index='flat, 5 vectors of 128 dims',
@@ -491,14 +501,18 @@ def test_inferencer_api_and_atomic_index(setup, tmp_path, monkeypatch):
         inferencer.index(str(images), index_file=str(index))
     monkeypatch.undo()
     assert index.read_bytes() == good
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith('gallery')] == [
-        'gallery.idx'
-    ]
+    # The new image's vector waits in the encoding cache for the next run.
+    assert sorted(
+        p.name for p in tmp_path.iterdir() if p.name.startswith('gallery')
+    ) == ['gallery.idx', 'gallery.idx.encoding']
+    assert not list(tmp_path.rglob('*.tmp'))
 
     # A damaged index file is rebuilt, not trusted.
     index.write_bytes(good[: len(good) // 2])
     summary = inferencer.index(str(images), index_file=str(index))
     assert summary['loaded'] is False and summary['num_images'] == 6
+    assert (summary['resumed'], summary['encoded']) == (1, 5)
+    assert not (tmp_path / 'gallery.idx.encoding').exists()
 
     # Explanation: per part, an attention map over the patch grid and weights
     # over the query's words (special tokens left out).
@@ -510,7 +524,7 @@ def test_inferencer_api_and_atomic_index(setup, tmp_path, monkeypatch):
     assert figure.size[0] > 3 * 80
 
     # Embeddings computed elsewhere can be searched directly.
-    gallery = inferencer.encode_images([p for p, _ in results[:2]])
+    gallery = inferencer.encoder.encode_images([p for p, _ in results[:2]])
     inferencer.set_gallery(
         ['first', 'second'], gallery['embed'], gallery['part_embeds']
     )

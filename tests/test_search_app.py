@@ -12,7 +12,7 @@ pytest.importorskip('httpx')
 from fastapi.testclient import TestClient  # noqa: E402
 
 from tbps_mm.apis import TBPSInferencer  # noqa: E402
-from tbps_mm.apis.search_app import create_app  # noqa: E402
+from tbps_mm_serve import create_app  # noqa: E402
 
 TOOL = Path(__file__).resolve().parents[1] / 'tools' / 'serve.py'
 

@@ -15,9 +15,6 @@ saves the page with its results and an open explanation.
 
 import os
 import shutil
-import socket
-import threading
-import time
 
 import pytest
 
@@ -41,32 +38,16 @@ def _require(what: str, found: bool) -> None:
 @pytest.fixture(scope='module')
 def server(search_setup, tmp_path_factory):
     """The app of tools/serve.py on uvicorn, in a thread, on a free port."""
-    import uvicorn
-
     from tbps_mm.apis import TBPSInferencer
-    from tbps_mm.apis.search_app import create_app
+    from tbps_mm_serve import LocalServer, create_app
 
     inferencer = TBPSInferencer(
         search_setup['config'], search_setup['checkpoint'], show_progress=False
     )
     index = tmp_path_factory.mktemp('browser_index') / 'index.npz'
     inferencer.index(search_setup['gallery'], index_file=str(index))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(inferencer), log_level='warning')
-    uv_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uv_server.run, kwargs=dict(sockets=[sock]))
-    thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while not uv_server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, 'server did not start'
-        time.sleep(0.05)
-    yield f'http://127.0.0.1:{port}'
-    uv_server.should_exit = True
-    thread.join(WAIT_S)
-    sock.close()
+    with LocalServer(create_app(inferencer), start_timeout_s=WAIT_S) as url:
+        yield url
 
 
 @pytest.fixture(scope='module')

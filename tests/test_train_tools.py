@@ -9,6 +9,8 @@ import pytest
 import torch
 from ddp_workers import free_port, run_forked
 
+from tbps_mm.models.checkpoint import load_training_checkpoint
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TESTS = osp.dirname(osp.abspath(__file__))
 
@@ -60,7 +62,7 @@ def load_tool(name):
 
 
 def load_ckpt(path):
-    return torch.load(path, map_location='cpu', weights_only=False)
+    return load_training_checkpoint(str(path))
 
 
 def test_train_killed_then_resumed_continues_at_right_epoch_and_lr(tmp_path):

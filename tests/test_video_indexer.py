@@ -13,15 +13,16 @@ import pytest
 import torch
 from fixtures_tbps import CAPTION_WORDS, make_tiny_tokenizer
 from mmengine.config import Config
+from PIL import Image
 from search_fixtures import SEARCH_CONFIG
 
 from tbps_mm.apis import (
-    TBPSInferencer,
+    FusedEncoder,
     TrackGallery,
     TrackGalleryError,
     VideoIndexer,
-    inferencer_encoders,
     read_manifest,
+    track_encoders,
 )
 from tbps_mm.apis.track_gallery import track_index_metadata
 from tbps_mm.datasets import SynthPedesVideos
@@ -54,13 +55,14 @@ def setup(tmp_path_factory):
         checkpoint,
     )
     dataset = SynthPedesVideos(str(root / 'videos'), size='tiny', seed=0)
-    inferencer = TBPSInferencer(str(config), str(checkpoint), show_progress=False)
+    encoder = FusedEncoder.from_config(str(config), str(checkpoint), batch_size=4)
     return dict(
         root=root,
         config=str(config),
         checkpoint=str(checkpoint),
         dataset=dataset,
-        encoders=inferencer_encoders(inferencer),
+        encoder=encoder,
+        encoders=track_encoders(encoder),
     )
 
 
@@ -302,3 +304,46 @@ def test_track_records_map_to_index_metadata_columns():
     assert row['extra']['boxes'] == record['boxes'] and 'camera' not in row['extra']
     json.dumps(row)  # a JSON column
     assert track_index_metadata(dict(record, start_time=None))['time'] is None
+
+
+def test_crops_encode_in_memory_as_image_files_do(setup, tmp_path):
+    encoder = setup['encoder']
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in
+             ((90, 40), (128, 48), (60, 30), (200, 70), (33, 17))]  # fmt: skip
+    paths = []
+    for i, crop in enumerate(crops):
+        paths.append(str(tmp_path / f'{i}.png'))
+        Image.fromarray(crop).save(paths[-1])
+    from_files = encoder.encode_images(paths)['fused_embed']
+    assert encoder._array_pipeline is not None  # the loader was taken out
+    in_memory = encoder.encode_image_arrays(crops)['fused_embed']
+    torch.testing.assert_close(in_memory, from_files)
+    # a pipeline of transform objects cannot be edited: crops go through
+    # lossless files, with the same result
+    objects = FusedEncoder(encoder.model, pipeline=encoder.pipeline, batch_size=2)
+    assert objects._array_pipeline is None
+    torch.testing.assert_close(
+        objects.encode_image_arrays(crops)['fused_embed'], from_files
+    )
+    encode_crops, _, _ = setup['encoders']
+    np.testing.assert_allclose(encode_crops(crops), from_files.numpy(), rtol=1e-5)
+    with pytest.raises(
+        ValueError, match=r'track crop 1: expected an \(H, W, 3\) uint8'
+    ):
+        encoder.encode_image_arrays(
+            [crops[0], crops[1].astype(np.float32)],
+            names=['track crop 0', 'track crop 1'],
+        )
+
+
+def test_track_fingerprint_is_the_image_gallery_one(setup):
+    from tbps_mm.apis import TBPSInferencer
+
+    inferencer = TBPSInferencer(
+        setup['config'], setup['checkpoint'], show_progress=False
+    )
+    assert setup['encoder'].fingerprints == inferencer.fingerprints
+    other = FusedEncoder(setup['encoder'].model, pipeline=[])
+    assert other.fingerprints['model'] == inferencer.fingerprints['model']
+    assert other.fingerprints['pipeline'] != inferencer.fingerprints['pipeline']

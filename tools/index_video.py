@@ -31,22 +31,25 @@ from datetime import datetime
 import tbps_mm  # noqa: F401  (registers every component)
 from tbps_mm.apis import (
     DEFAULT_VIDEO_INGEST,
-    TBPSInferencer,
+    FusedEncoder,
     VideoIndexer,
-    inferencer_encoders,
     list_videos,
     read_manifest,
+    track_encoders,
 )
-from tbps_mm.engine import LaunchError, add_inference_args, load_config
-from tbps_mm.models.checkpoint import CheckpointMismatchError
+from tbps_mm.engine import (
+    LaunchError,
+    add_inference_args,
+    inference_options,
+    load_config,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Index videos as person tracks')
-    parser.add_argument('config', help='model config (with video_ingest settings)')
-    parser.add_argument(
-        'checkpoint', help='weights-only checkpoint (.safetensors or state dict)'
-    )
+    # config (with video_ingest settings), checkpoint, --trust-checkpoint,
+    # --cfg-options, --onnx, --device, --batch-size
+    add_inference_args(parser)
     parser.add_argument(
         'videos', nargs='+', help='video files or folders (searched recursively)'
     )
@@ -76,7 +79,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--rebuild-index', action='store_true', help='start the gallery afresh'
     )
-    add_inference_args(parser)
     return parser.parse_args(argv)
 
 
@@ -110,14 +112,12 @@ def main(argv=None) -> int:
             ingest['sample_fps'] = args.sample_fps
         videos = list_videos(args.videos)
         cameras = read_manifest(args.manifest) if args.manifest else {}
-        inferencer = TBPSInferencer(
-            cfg,
-            args.checkpoint,
-            device=args.device,
-            batch_size=args.batch_size,
-            show_progress=False,
+        if args.batch_size < 1:
+            raise ValueError(f'--batch-size must be >= 1, got {args.batch_size}')
+        encoder = FusedEncoder.from_config(
+            cfg, args.checkpoint, **inference_options(args)
         )
-        encode_crops, _, fingerprint = inferencer_encoders(inferencer)
+        encode_crops, _, fingerprint = track_encoders(encoder)
         indexer = VideoIndexer(
             ingest, encode_crops, args.index, fingerprint, rebuild=args.rebuild_index
         )
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         summary = indexer.index_videos(
             entries, camera=args.camera, start_time=args.start_time
         )
-    except (LaunchError, FileNotFoundError, ValueError, CheckpointMismatchError) as err:
+    except (LaunchError, OSError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     for path in summary['added']:

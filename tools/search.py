@@ -6,6 +6,10 @@ The folders are encoded once into a gallery index file (a FAISS index; see
 ``tbps_mm.apis.GalleryIndex``). Later runs encode only images that are new or
 changed and drop those that are gone; another checkpoint or config rebuilds
 it. ``--add DIR`` adds a folder to the folders an existing index holds.
+Entries that cannot be read (dangling links, folders that cannot be listed,
+images that fail to decode) are skipped, counted and named, and tried again
+on the next run; a killed build resumes from its encoding cache.
+``--onnx DIR`` encodes with onnxruntime through exported graphs.
 Each search then costs one caption encoding and one index lookup. Prints the
 top-k paths and scores; ``--out`` draws them under the query; ``--explain``
 also draws, for the best match, each part query's attention over the image
@@ -28,9 +32,17 @@ import os.path as osp
 import sys
 
 import tbps_mm  # noqa: F401  (registers every component)
-from tbps_mm.apis import TBPSInferencer
+from tbps_mm.apis import TBPSInferencer, format_index_summary
 from tbps_mm.apis.gallery_index import INDEX_TYPES
-from tbps_mm.engine import LaunchError, add_inference_args, load_config
+from tbps_mm.engine import (
+    LaunchError,
+    add_index_args,
+    add_inference_args,
+    index_args_error,
+    index_options,
+    inference_options,
+    load_config,
+)
 from tbps_mm.models.checkpoint import CheckpointMismatchError
 from tbps_mm.visualization import draw_ranked_list
 
@@ -39,10 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Search a folder of images with a text description'
     )
-    parser.add_argument('config', help='model config file')
-    parser.add_argument(
-        'checkpoint', help='weights-only checkpoint (.safetensors or state dict)'
-    )
+    add_inference_args(parser)
     parser.add_argument(
         '--images',
         nargs='+',
@@ -61,45 +70,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--query', required=True, help='description of the person')
     parser.add_argument('--topk', type=int, default=10, help='results to show')
     parser.add_argument('--out', help='draw the results into this image file')
-    parser.add_argument(
-        '--index',
-        help='gallery index file (default: .tbps_mm_gallery.idx inside the '
-        'first image folder)',
-    )
-    parser.add_argument(
-        '--index-type',
-        choices=('auto',) + INDEX_TYPES,
-        default='auto',
-        help='exact search (flat), IVF with 8-bit codes (ivf-sq8), IVF with '
-        '4-bit PQ codes re-scored from 8-bit ones (ivf-pq-refine), or by '
-        'gallery size (auto: flat below 100,000 images); see docs/evaluation.md',
-    )
-    parser.add_argument(
-        '--nlist', type=int, help='IVF cells (default: sqrt(gallery size))'
-    )
-    parser.add_argument(
-        '--nprobe', type=int, help='IVF cells visited per query (default: nlist / 16)'
-    )
-    parser.add_argument(
-        '--pq-m',
-        type=int,
-        help='ivf-pq-refine: sub-quantisers (default: about one per 20 dims)',
-    )
-    parser.add_argument(
-        '--refine-factor',
-        type=int,
-        help='ivf-pq-refine: candidates re-scored per result (default: 10)',
-    )
-    parser.add_argument(
-        '--rebuild-index', action='store_true', help='encode the images again'
-    )
+    add_index_args(parser, INDEX_TYPES)
     parser.add_argument(
         '--explain',
         action='store_true',
         help='also draw the part-level explanation of the best match '
         '(to <out>_explain.png; search_explain.png without --out)',
     )
-    add_inference_args(parser)
     return parser.parse_args(argv)
 
 
@@ -126,45 +103,28 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
-    for name in ('nlist', 'nprobe', 'pq_m', 'refine_factor'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            flag = '--' + name.replace('_', '-')
-            print(f'error: {flag} must be >= 1, got {value}', file=sys.stderr)
+    for path in (args.out, explain_path(args.out) if args.explain else None):
+        folder = osp.dirname(osp.abspath(path)) if path else None
+        if folder and not osp.isdir(folder):
+            print(
+                f'error: the folder of output "{path}" does not exist', file=sys.stderr
+            )
             return 2
+    error = index_args_error(args)
+    if error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
     try:
-        cfg = load_config(args.config, args.cfg_options)
         inferencer = TBPSInferencer(
-            cfg, args.checkpoint, device=args.device, batch_size=args.batch_size
+            load_config(args.config, args.cfg_options),
+            args.checkpoint,
+            **inference_options(args),
         )
-        summary = inferencer.index(
-            args.images,
-            index_file=args.index,
-            add=args.add,
-            rebuild=args.rebuild_index,
-            index_type=args.index_type,
-            nlist=args.nlist,
-            nprobe=args.nprobe,
-            pq_m=args.pq_m,
-            refine_factor=args.refine_factor,
-        )
-    except (LaunchError, FileNotFoundError, ValueError, CheckpointMismatchError) as err:
+        summary = inferencer.index(args.images, add=args.add, **index_options(args))
+    except (LaunchError, OSError, ValueError, CheckpointMismatchError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    if not summary['loaded']:
-        action = 'built'
-    elif summary['added'] or summary['removed']:
-        action = f'updated (+{summary["added"]} -{summary["removed"]})'
-    else:
-        action = 'loaded'
-    print(
-        f'index {action}: {summary["num_images"]} images, {summary["index"]} '
-        f'({summary["index_file"]})'
-    )
-    if summary['skipped']:
-        print(f'skipped {len(summary["skipped"])} unreadable image(s):')
-        for name, reason in summary['skipped']:
-            print(f'  {name}: {reason}')
+    print('\n'.join(format_index_summary(summary)))
 
     results = inferencer.search(args.query, topk=args.topk)
     print(f'query: {args.query}')

@@ -31,9 +31,13 @@ import sys
 from datetime import datetime, time
 
 import tbps_mm  # noqa: F401  (registers every component)
-from tbps_mm.apis import TBPSInferencer, TrackGallery, inferencer_encoders
-from tbps_mm.engine import LaunchError, add_inference_args, load_config
-from tbps_mm.models.checkpoint import CheckpointMismatchError
+from tbps_mm.apis import FusedEncoder, TrackGallery, track_encoders
+from tbps_mm.engine import (
+    LaunchError,
+    add_inference_args,
+    inference_options,
+    load_config,
+)
 
 #: The columns of a CSV export (a JSON export holds every record field).
 CSV_FIELDS = (
@@ -60,8 +64,9 @@ def parse_time(text: str, flag: str):
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Search indexed video tracks')
-    parser.add_argument('config', help='model config the tracks were indexed with')
-    parser.add_argument('checkpoint', help='weights-only checkpoint')
+    # config and checkpoint the tracks were indexed with, --trust-checkpoint,
+    # --cfg-options, --onnx, --device, --batch-size
+    add_inference_args(parser)
     parser.add_argument('--index', required=True, help='the track gallery file')
     query = parser.add_mutually_exclusive_group(required=True)
     query.add_argument('--query', help='description of the person')
@@ -77,7 +82,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--min-score', type=float, help='keep scores at or above this')
     parser.add_argument('--export', help='write the results to a .csv or .json file')
     parser.add_argument('--export-crops', metavar='DIR', help="copy the results' crops")
-    add_inference_args(parser)
     return parser.parse_args(argv)
 
 
@@ -125,10 +129,12 @@ def main(argv=None) -> int:
                 'full dates and times'
             )
         cfg = load_config(args.config, args.cfg_options)
-        inferencer = TBPSInferencer(
-            cfg, args.checkpoint, device=args.device, show_progress=False
+        if args.batch_size < 1:
+            raise ValueError(f'--batch-size must be >= 1, got {args.batch_size}')
+        encoder = FusedEncoder.from_config(
+            cfg, args.checkpoint, **inference_options(args)
         )
-        _, encode_text, fingerprint = inferencer_encoders(inferencer)
+        _, encode_text, fingerprint = track_encoders(encoder)
         gallery = TrackGallery.open(args.index, fingerprint)
         if args.similar_to is not None:
             if args.similar_to not in gallery.records:
@@ -149,7 +155,7 @@ def main(argv=None) -> int:
             min_score=args.min_score,
             exclude=exclude,
         )
-    except (LaunchError, FileNotFoundError, ValueError, CheckpointMismatchError) as err:
+    except (LaunchError, OSError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     asked = args.query if args.query is not None else f'similar to {args.similar_to}'

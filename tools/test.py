@@ -29,6 +29,11 @@ from tbps_mm.engine import (
     setup_distributed,
     teardown_distributed,
 )
+from tbps_mm.models.checkpoint import (
+    TRUST_CHECKPOINT_HELP,
+    CheckpointMismatchError,
+    UnsafeCheckpointError,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--i2t', action='store_true', help='add image-to-text retrieval'
     )
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true', help=TRUST_CHECKPOINT_HELP
+    )
     add_launch_args(parser)
     return parser.parse_args(argv)
 
@@ -73,6 +81,7 @@ def merge_args(cfg, args):
     check_checkpoint(args.checkpoint)
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    cfg.trust_checkpoint = bool(args.trust_checkpoint)
     if cfg.get('test_dataloader') is None or cfg.get('test_evaluator') is None:
         raise LaunchError(
             f'config "{args.config}" has no test_dataloader / test_evaluator'
@@ -118,6 +127,9 @@ def main(argv=None) -> int:
     setup_distributed(cfg, args.launcher)
     try:
         build_runner(cfg).test()
+    except (CheckpointMismatchError, UnsafeCheckpointError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     finally:
         teardown_distributed()
     return 0

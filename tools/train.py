@@ -25,10 +25,16 @@ from tbps_mm.engine import (
     add_launch_args,
     build_runner,
     check_checkpoint,
+    check_train_length,
     prepare_config,
     resolve_work_dir,
     setup_distributed,
     teardown_distributed,
+)
+from tbps_mm.models.checkpoint import (
+    TRUST_CHECKPOINT_HELP,
+    CheckpointMismatchError,
+    UnsafeCheckpointError,
 )
 
 
@@ -63,6 +69,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         action='store_true',
         help='after training, evaluate the final model on the test split',
     )
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help='for --resume / load_from: ' + TRUST_CHECKPOINT_HELP,
+    )
     add_launch_args(parser, work_dir_help='where logs and checkpoints go')
     return parser.parse_args(argv)
 
@@ -70,6 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def merge_args(cfg, args):
     """Apply the command line on top of the config."""
     resolve_work_dir(cfg, args.config, args.work_dir)
+    check_train_length(cfg, args.config)
+    cfg.trust_checkpoint = bool(args.trust_checkpoint)
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if optim_wrapper not in ('AmpOptimWrapper', 'mmengine.AmpOptimWrapper'):
@@ -123,7 +136,8 @@ def next_steps(config: str, checkpoint: str, work_dir: str) -> str:
             f'Trained checkpoint: {checkpoint}. Next steps:',
             '  1. publish (weights only, named with its SHA-256 prefix):',
             '     python tools/model_converters/publish_model.py '
-            f'{checkpoint} {osp.join(work_dir, stem + ".safetensors")}',
+            f'{checkpoint} {osp.join(work_dir, stem + ".safetensors")} '
+            f'--config {config}',
             '  2. evaluate the published file (the name step 1 prints):',
             f'     python tools/test.py {config} {published}',
             '  3. search your images with it:',
@@ -147,6 +161,9 @@ def main(argv=None) -> int:
         checkpoint = trained_checkpoint(runner)
         if checkpoint and is_main_process():
             print(next_steps(args.config, checkpoint, runner.work_dir))
+    except (CheckpointMismatchError, UnsafeCheckpointError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     finally:
         teardown_distributed()
     return 0

@@ -1,5 +1,8 @@
-"""High-level APIs: index image folders and videos, search them with text."""
+"""High-level APIs: build a model, encode images and captions into fused
+vectors, index image folders and videos and search them with text."""
 
+from .encoding_cache import EncodingCache
+from .fused_encoder import BACKENDS, FusedEncoder, find_test_pipeline
 from .gallery_index import (
     CorruptIndexError,
     GalleryIndex,
@@ -7,21 +10,27 @@ from .gallery_index import (
     IndexMismatchError,
     NotAnIndexError,
 )
-from .inferencer import DEFAULT_INDEX_NAME, IMAGE_EXTENSIONS, TBPSInferencer
+from .image_folders import IMAGE_EXTENSIONS, FolderListing, list_image_folders
+from .inferencer import DEFAULT_INDEX_NAME, TBPSInferencer, format_index_summary
+from .model import init_model, read_config
 from .track_gallery import TrackGallery, TrackGalleryError, insert_tracks
 from .video_indexer import (
     DEFAULT_VIDEO_INGEST,
     VIDEO_EXTENSIONS,
     VideoIndexer,
-    inferencer_encoders,
     list_videos,
     read_manifest,
+    track_encoders,
 )
 
 __all__ = [
+    'BACKENDS',
     'CorruptIndexError',
-    'DEFAULT_VIDEO_INGEST',
     'DEFAULT_INDEX_NAME',
+    'DEFAULT_VIDEO_INGEST',
+    'EncodingCache',
+    'FolderListing',
+    'FusedEncoder',
     'GalleryIndex',
     'GalleryIndexError',
     'IMAGE_EXTENSIONS',
@@ -32,8 +41,13 @@ __all__ = [
     'TrackGalleryError',
     'VIDEO_EXTENSIONS',
     'VideoIndexer',
-    'inferencer_encoders',
+    'find_test_pipeline',
+    'format_index_summary',
+    'init_model',
     'insert_tracks',
+    'list_image_folders',
     'list_videos',
+    'read_config',
     'read_manifest',
+    'track_encoders',
 ]

@@ -1,19 +1,20 @@
 """``TBPSInferencer``: search your own image folders with free text.
 
-It owns the user-facing inference path: build a TBPS model from a config and
-a *weights-only* checkpoint (read safely: safetensors or
-``torch.load(weights_only=True)``, through the model package's
-``load_tbps_weights``, which names every key that does not fit), encode
-image folders into a :class:`~tbps_mm.apis.gallery_index.GalleryIndex`,
-answer text queries with ranked paths and scores, and explain a match part
-by part. :meth:`TBPSInferencer.encode_images` and
-:meth:`TBPSInferencer.encode_text` are the only places that run the model.
+It puts the search core's pieces together for a user: the model from a
+config and a checkpoint (:func:`~tbps_mm.apis.init_model`, which reads the
+checkpoint without running code from it and names every key that does not
+fit), the encoder that turns images and captions into fused vectors
+(:class:`~tbps_mm.apis.FusedEncoder`, on PyTorch or on onnxruntime), the
+folder walk (:func:`~tbps_mm.apis.image_folders.list_image_folders`), the
+resumable cache of encoded vectors
+(:class:`~tbps_mm.apis.encoding_cache.EncodingCache`) and the gallery index
+(:class:`~tbps_mm.apis.gallery_index.GalleryIndex`); it answers text queries
+with ranked paths and scores and explains a match part by part.
 
-Each image is stored as its fused vector
-(:func:`tbps_mm.fused_score.fused_vector` with the model's
-``fusion_weight``), and a query is searched with its own fused vector, so the
-inner product the index ranks by is the model's test-time score: with the
-exact (``'flat'``) index, search ranks as ``TBPSRetrievalMetric`` does.
+Each image is stored as its fused vector (the encoder's ``fused_embed``),
+and a query is searched with its own, so the inner product the index ranks
+by is the model's test-time score: with the exact (``'flat'``) index, search
+ranks as ``TBPSRetrievalMetric`` does.
 
 The index file (by default ``.tbps_mm_gallery.idx`` inside the first folder)
 records the model fingerprint (checkpoint bytes and model config), the
@@ -24,15 +25,15 @@ images that are gone (or whose folder left the gallery) are removed, and
 nothing else is encoded again. Another model or pipeline, a damaged file, or
 another index type than the one asked for rebuilds the index from the
 images; a file that is not a tbps_mm index at all is an error (it is never
-overwritten). Images that cannot be read are skipped, counted and named in
-the log and in the index (and retried only when they change).
+overwritten).
 
-Image and caption pre-processing is the config's ``test_dataloader`` pipeline
-(built through ``tbps_mm.registry.TRANSFORMS``), batched with MMEngine's
-``pseudo_collate`` and the model's own data preprocessor, so inference sees
-exactly what evaluation sees. Encoding runs on the model, or, with
-``backend='onnxruntime'``, on the graphs that
-``tools/deployment/pytorch2onnx.py`` exported from the same checkpoint.
+Indexing loses nothing and stops for nothing: dangling links, folders that
+cannot be listed and images that cannot be read are skipped, counted by
+kind and named (in the log, the summary and the index); an image skipped
+once is tried again on the next run. Vectors are encoded in chunks kept in
+``<index file>.encoding/`` until the index is written, so a killed build
+resumes without encoding the finished chunks again; temporary files a kill
+left beside the index are removed when it is next opened.
 
 Example:
     >>> inferencer = TBPSInferencer('configs/tbps_synth.py',
@@ -42,8 +43,7 @@ Example:
     [('/data/cam1/0042.jpg', 1.53), ...]
 """
 
-import hashlib
-import json
+import glob
 import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -51,19 +51,13 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from mmengine.config import Config
-from mmengine.dataset import pseudo_collate
 from mmengine.logging import print_log
 from tqdm import tqdm
 
-from tbps_mm.fused_score import fused_vector
-from tbps_mm.models.checkpoint import (
-    INFERENCE_IGNORED_PREFIXES,
-    file_sha256,
-    load_tbps_weights,
-)
-from tbps_mm.registry import MODELS, TRANSFORMS
 from tbps_mm.visualization import draw_part_explanation
 
+from .encoding_cache import CACHE_SUFFIX, EncodingCache
+from .fused_encoder import FusedEncoder
 from .gallery_index import (
     MIN_TRAIN_PER_LIST,
     CorruptIndexError,
@@ -71,21 +65,20 @@ from .gallery_index import (
     IndexMismatchError,
     default_nlist,
 )
+from .image_folders import IMAGE_EXTENSIONS, list_image_folders
+from .model import init_model
 
-__all__ = ['TBPSInferencer', 'IMAGE_EXTENSIONS', 'DEFAULT_INDEX_NAME']
+__all__ = [
+    'TBPSInferencer',
+    'IMAGE_EXTENSIONS',
+    'DEFAULT_INDEX_NAME',
+    'format_index_summary',
+]
 
-#: File extensions (lower case) that :meth:`TBPSInferencer.index` encodes.
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm')
-#: What can encode images and captions (the ``backend`` argument).
-BACKENDS = ('pytorch', 'onnxruntime')
 #: Index file name used inside the (first) image folder when none is given.
 DEFAULT_INDEX_NAME = '.tbps_mm_gallery.idx'
-
-
-def _fingerprint(value) -> str:
-    return hashlib.sha256(
-        json.dumps(value, sort_keys=True, default=str).encode()
-    ).hexdigest()
+#: Images encoded between two writes of the encoding cache.
+DEFAULT_CHUNK_SIZE = 1024
 
 
 def _as_list(value: Union[None, str, Sequence[str]]) -> List[str]:
@@ -94,19 +87,61 @@ def _as_list(value: Union[None, str, Sequence[str]]) -> List[str]:
     return [value] if isinstance(value, (str, os.PathLike)) else list(value)
 
 
-def _find_pipeline(cfg: Config, source: str) -> list:
-    """The test (else val) dataloader's pipeline, looking through wrappers."""
-    for loader in ('test_dataloader', 'val_dataloader'):
-        dataset = (cfg.get(loader) or {}).get('dataset')
-        while isinstance(dataset, dict):
-            if dataset.get('pipeline') is not None:
-                return list(dataset['pipeline'])
-            dataset = dataset.get('dataset')
-    raise ValueError(
-        f'config {source} has no test_dataloader.dataset.pipeline (or '
-        'val_dataloader.dataset.pipeline): the inferencer pre-processes images '
-        'and captions with it'
-    )
+def _remove_orphans(index_file: str) -> List[str]:
+    """Temporary files an interrupted index write left beside ``index_file``
+    (``<name>.<random>.tmp``, see ``GalleryIndex.save``): removed."""
+    pattern = glob.escape(index_file) + '.*.tmp'
+    removed = []
+    for path in glob.glob(pattern):
+        try:
+            os.remove(path)
+            removed.append(path)
+        except OSError:
+            continue
+    if removed:
+        print_log(
+            f'Removed {len(removed)} temporary file(s) an interrupted write of '
+            f'"{index_file}" left: {", ".join(removed)}',
+            logger='current',
+        )
+    return removed
+
+
+def format_index_summary(summary: dict) -> List[str]:
+    """The lines a tool prints about :meth:`TBPSInferencer.index`'s result.
+
+    Args:
+        summary (dict): What ``index`` returned.
+
+    Returns:
+        list[str]: What happened to the index, the counts (indexed and
+        skipped by kind) and, when anything was skipped, one line per entry.
+
+    Example:
+        >>> print('\\n'.join(format_index_summary(inferencer.index('cam1/'))))
+        index built: 5 images, flat, 5 vectors of 128 dims (cam1/.tbps_mm_gallery.idx)
+        indexed 5, skipped-unreadable 0, skipped-dangling-link 0, ...
+    """
+    if not summary['loaded']:
+        action = 'built'
+    elif summary['added'] or summary['removed']:
+        action = f'updated (+{summary["added"]} -{summary["removed"]})'
+    else:
+        action = 'loaded'
+    lines = [
+        f'index {action}: {summary["num_images"]} images, {summary["index"]} '
+        f'({summary["index_file"]})'
+    ]
+    if summary.get('resumed'):
+        lines.append(
+            f'resumed an interrupted build: {summary["resumed"]} image(s) reused '
+            f'from the encoding cache, {summary["encoded"]} encoded'
+        )
+    lines.append(', '.join(f'{k} {v}' for k, v in summary['counts'].items()))
+    if summary['skipped']:
+        lines.append(f'skipped {len(summary["skipped"])} unreadable entries:')
+        lines += [f'  {name}: {reason}' for name, reason in summary['skipped']]
+    return lines
 
 
 class TBPSInferencer:
@@ -114,9 +149,14 @@ class TBPSInferencer:
 
     Args:
         config (str | Config): A tbps_mm config (file path or object) with a
-            ``model`` and a ``test_dataloader`` pipeline.
-        checkpoint (str): A weights-only checkpoint (``.safetensors`` or a
-            state dict that ``torch.load(weights_only=True)`` reads).
+            ``model`` and a ``test_dataloader`` pipeline. Relative paths in
+            a config file resolve against its root
+            (:func:`tbps_mm.config_paths.config_root`); a Config object is
+            used as it is (``tbps_mm.engine.load_config`` resolves them).
+        checkpoint (str): A checkpoint: ``.safetensors`` (published), a
+            state dict or a training checkpoint, read by
+            :func:`tbps_mm.models.checkpoint.load_checkpoint_file` (see
+            :func:`~tbps_mm.apis.init_model`).
         device (str): Torch device. Defaults to ``'cpu'``.
         batch_size (int): Images per forward pass when indexing. Defaults
             to 32.
@@ -128,11 +168,18 @@ class TBPSInferencer:
             index are the same for both. Defaults to ``'pytorch'``.
         onnx_dir (str, optional): The exported folder, for
             ``backend='onnxruntime'``.
+        trust_checkpoint (bool): Unpickle the checkpoint in full, for a file
+            the user trusts (``--trust-checkpoint``). By default it is read
+            without running code from it (see
+            :func:`tbps_mm.models.checkpoint.load_checkpoint_file`).
+            Defaults to False.
 
     Raises:
         FileNotFoundError: The config or checkpoint file does not exist.
         CheckpointMismatchError: The checkpoint does not fit the config
             (every misfit key named).
+        UnsafeCheckpointError: Reading the checkpoint could run code and
+            ``trust_checkpoint`` is False.
         ValueError: An unknown backend, or ONNX graphs exported from another
             checkpoint.
 
@@ -154,59 +201,23 @@ class TBPSInferencer:
         show_progress: bool = True,
         backend: str = 'pytorch',
         onnx_dir: Optional[str] = None,
+        trust_checkpoint: bool = False,
     ) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
-        if (backend == 'onnxruntime') != (onnx_dir is not None):
-            raise ValueError(
-                "backend='onnxruntime' needs onnx_dir (a folder written by "
-                'tools/deployment/pytorch2onnx.py), and only it takes one'
-            )
-        if isinstance(config, str):
-            if not osp.isfile(config):
-                raise FileNotFoundError(f'config file "{config}" does not exist')
-            source = f'"{config}"'
-            config = Config.fromfile(config)
-        else:
-            source = '(Config object)'
-        if config.get('model') is None:
-            raise ValueError(f'config {source} has no "model" entry')
-        if not isinstance(checkpoint, str) or not osp.isfile(checkpoint):
-            raise FileNotFoundError(f'checkpoint file "{checkpoint}" does not exist')
         if batch_size < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-        self.cfg = config
+        self.model = init_model(
+            config, checkpoint, device=device, trust_checkpoint=trust_checkpoint
+        )
+        #: What encodes images and captions (see :class:`FusedEncoder`).
+        self.encoder = FusedEncoder(
+            self.model, backend=backend, onnx_dir=onnx_dir, batch_size=batch_size
+        )
+        self.cfg = self.model.cfg
         self.checkpoint = checkpoint
-        self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.show_progress = show_progress
-
-        pipeline_cfg = _find_pipeline(config, source)
-        self.pipeline = [
-            TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline_cfg
-        ]
-        tokenize_cls = TRANSFORMS.get('TokenizeCaption')
-        tokenizers = [t for t in self.pipeline if isinstance(t, tokenize_cls)]
-        self._tokenize = tokenizers[0] if tokenizers else None
-
-        self.model = MODELS.build(config.model)
-        load_tbps_weights(
-            self.model, checkpoint, ignore_prefixes=INFERENCE_IGNORED_PREFIXES
-        )
-        self.model.to(self.device).eval()
-        self.checkpoint_sha256 = file_sha256(checkpoint)
-        self.encoder = self._build_encoder(backend, onnx_dir)
-        self.fusion_weight = float(getattr(self.model, 'fusion_weight', 0.0))
-        model_cfg = config.model
-        if hasattr(model_cfg, 'to_dict'):
-            model_cfg = model_cfg.to_dict()
         #: What an index must have been built with to be reused.
-        self.fingerprints = dict(
-            model=_fingerprint(
-                dict(checkpoint=self.checkpoint_sha256, model=model_cfg)
-            ),
-            pipeline=_fingerprint(pipeline_cfg),
-        )
+        self.fingerprints = self.encoder.fingerprints
         #: The searchable gallery (set by :meth:`index` or :meth:`set_gallery`).
         self.gallery: Optional[GalleryIndex] = None
 
@@ -216,137 +227,8 @@ class TBPSInferencer:
         return self.gallery.keys if self.gallery is not None else []
 
     # ------------------------------------------------------------------ #
-    # Encoding
-    # ------------------------------------------------------------------ #
-    def _build_encoder(self, backend: str, onnx_dir: Optional[str]):
-        """What ``encode_image`` / ``encode_text`` go through: the model, or
-        an :class:`ONNXRuntimeEncoder` with the same outputs."""
-        if backend == 'pytorch':
-            return self.model
-        from tbps_mm.deployment import ONNXRuntimeEncoder
-
-        encoder = ONNXRuntimeEncoder(onnx_dir, device=str(self.device))
-        exported_from = encoder.meta.get('checkpoint_sha256')
-        if exported_from != self.checkpoint_sha256:
-            raise ValueError(
-                f'the ONNX graphs in "{onnx_dir}" were exported from another '
-                f'checkpoint (sha256 {exported_from}) than "{self.checkpoint}" '
-                f'(sha256 {self.checkpoint_sha256}): export this checkpoint again'
-            )
-        return encoder
-
-    def _prepare(self, item: dict) -> dict:
-        for transform in self.pipeline:
-            item = transform(item)
-            if item is None:
-                raise ValueError('the pipeline dropped the item')
-        return item
-
-    def _forward(self, items: List[dict]) -> dict:
-        """Pre-process packed items and return the data preprocessor's inputs."""
-        batch = self.model.data_preprocessor(pseudo_collate(items), False)
-        return batch['inputs']
-
-    @torch.no_grad()
-    def encode_images(
-        self, paths: Sequence[str], skipped: Optional[list] = None
-    ) -> Optional[Dict[str, torch.Tensor]]:
-        """Encode images.
-
-        Args:
-            paths (Sequence[str]): Image files.
-            skipped (list, optional): When given, images that cannot be read
-                are left out and ``(path, reason)`` appended here; the rows
-                returned follow the readable paths in order. When None, an
-                unreadable image raises.
-
-        Returns:
-            dict | None: ``embed`` (B, D), ``part_embeds`` (B, K, D),
-            ``attn`` (B, K, N) and ``attn_hw``, as
-            ``TBPSRetriever.encode_image``; None when ``skipped`` is given
-            and no image was readable.
-        """
-        items = []
-        for i, path in enumerate(paths):
-            item = dict(img_path=path, modality='image', sample_idx=i)
-            if skipped is None:
-                items.append(self._prepare(item))
-                continue
-            try:
-                items.append(self._prepare(item))
-            except Exception as err:  # noqa: BLE001 - user files: skip, count, name
-                skipped.append((path, f'{type(err).__name__}: {err}'))
-        if not items:
-            return None
-        return self.encoder.encode_image(self._forward(items)['images'])
-
-    def fused(self, out: Dict[str, torch.Tensor]) -> np.ndarray:
-        """The fused vectors of :meth:`encode_images` / :meth:`encode_text`
-        output, as the gallery index stores and searches them.
-
-        Args:
-            out (dict): ``embed`` (B, D) and ``part_embeds`` (B, K, D).
-
-        Returns:
-            np.ndarray: (B, D * (1 + K)) float32 (``(B, D)`` when K = 0 or
-            ``fusion_weight`` = 0).
-        """
-        vectors = fused_vector(out['embed'], out['part_embeds'], self.fusion_weight)
-        return vectors.float().cpu().numpy()
-
-    @torch.no_grad()
-    def encode_text(self, query: str) -> Tuple[Dict[str, torch.Tensor], dict]:
-        """Encode one caption.
-
-        Args:
-            query (str): The text query.
-
-        Returns:
-            tuple[dict, dict]: ``TBPSRetriever.encode_text``'s output (batch
-            of 1) and the data preprocessor's ``inputs`` it was computed from
-            (``text_ids`` / ``text_mask`` (1, L), the columns the model saw).
-
-        Raises:
-            ValueError: An empty query.
-        """
-        if not isinstance(query, str) or not query.strip():
-            raise ValueError(
-                f'the text query is empty ({query!r}): describe the person to find'
-            )
-        item = self._prepare(dict(text=query, modality='text', sample_idx=0))
-        inputs = self._forward([item])
-        return self.encoder.encode_text(inputs['text_ids'], inputs['text_mask']), inputs
-
-    # ------------------------------------------------------------------ #
     # Gallery index
     # ------------------------------------------------------------------ #
-    @staticmethod
-    def list_images(image_dir: str) -> List[str]:
-        """Image files under ``image_dir`` (recursive), relative, sorted."""
-        found = []
-        for root, dirs, files in os.walk(image_dir):
-            dirs.sort()
-            for name in files:
-                if name.lower().endswith(IMAGE_EXTENSIONS):
-                    found.append(osp.relpath(osp.join(root, name), image_dir))
-        return sorted(found)
-
-    def _listing(self, folders: List[str]) -> Dict[str, List[int]]:
-        """Absolute image path -> [size, mtime_ns] over ``folders``."""
-        listing: Dict[str, List[int]] = {}
-        for folder in folders:
-            files = self.list_images(folder)
-            if not files:
-                raise ValueError(
-                    f'image folder "{folder}" holds no images (looked recursively '
-                    f'for {", ".join(IMAGE_EXTENSIONS)})'
-                )
-            for rel in files:
-                path = osp.join(folder, rel)
-                stat = os.stat(path)
-                listing[path] = [stat.st_size, stat.st_mtime_ns]
-        return listing
-
     def _open_index(
         self,
         index_file: str,
@@ -360,6 +242,7 @@ class TBPSInferencer:
             NotAnIndexError: ``index_file`` exists and is not a tbps_mm
                 gallery index: it is never overwritten.
         """
+        _remove_orphans(index_file)
         if not osp.exists(index_file):
             return None, []
 
@@ -408,6 +291,7 @@ class TBPSInferencer:
         nprobe: Optional[int] = None,
         pq_m: Optional[int] = None,
         refine_factor: Optional[int] = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> dict:
         """Make the gallery index of image folders searchable, encoding only
         what is not indexed yet.
@@ -439,12 +323,19 @@ class TBPSInferencer:
                 different value rebuilds).
             refine_factor (int, optional): ``'ivf-pq-refine'`` candidates
                 re-scored per result.
+            chunk_size (int): Images encoded between two writes of the
+                encoding cache (what a kill can lose). Defaults to 1024.
 
         Returns:
             dict: ``num_images`` (searchable), ``added`` and ``removed``
-            (this call), ``skipped`` (``(path, reason)`` of every unreadable
-            image), ``loaded`` (True when an existing index file was
-            reused, possibly updated), ``index_file`` and ``index``
+            (this call), ``skipped`` (``(path, reason)`` of every entry left
+            out: unreadable images, dangling links, folders that cannot be
+            listed), ``counts`` (``indexed`` and ``skipped-unreadable``,
+            ``skipped-dangling-link``, ``skipped-unreadable-folder``),
+            ``encoded`` (images encoded by this call) and ``resumed``
+            (vectors reused from an interrupted build's cache), ``loaded``
+            (True when an existing index file was reused, possibly
+            updated), ``index_file`` and ``index``
             (``GalleryIndex.describe()``).
 
         Raises:
@@ -454,6 +345,8 @@ class TBPSInferencer:
                 ``index_file`` is not a tbps_mm gallery index (it is left
                 untouched).
         """
+        if chunk_size < 1:
+            raise ValueError(f'chunk_size must be >= 1, got {chunk_size}')
         image_dirs, add = _as_list(image_dirs), _as_list(add)
         for folder in image_dirs + add:
             if not osp.isdir(folder):
@@ -485,18 +378,14 @@ class TBPSInferencer:
                 f'image folder "{missing[0]}" (recorded in "{index_file}") does not '
                 'exist'
             )
-        listing = self._listing(folders)
+        listing = list_image_folders(folders)
+        images = listing.images
 
         stored = index.metadata if index is not None else {}
         files = dict(stored.get('files', {}))
-        skipped = {
-            path: entry
-            for path, entry in stored.get('skipped', {}).items()
-            if listing.get(path) == entry[:2]
-        }
         removed = 0
         if index is not None:
-            gone = [k for k in index.keys if listing.get(k) != files.get(k)]
+            gone = [k for k in index.keys if images.get(k) != files.get(k)]
             removed = index.remove(gone)
             for key in gone:
                 files.pop(key, None)
@@ -504,37 +393,64 @@ class TBPSInferencer:
                 index.nprobe = nprobe
             if refine_factor is not None:
                 index.refine_factor = refine_factor
-        todo = [p for p in listing if p not in files and p not in skipped]
-        index, new_files, new_skipped = self._encode_into(
-            index,
-            todo,
+        # Images skipped before are tried again: a permission fixed since
+        # leaves the file's size and modification time as they were.
+        todo = {p: images[p] for p in images if p not in files}
+        cache = EncodingCache(index_file + CACHE_SUFFIX, self.fingerprints)
+        if rebuild:
+            cache.remove()  # encode everything again, as asked
+        resumed = cache.reusable(todo)
+        if resumed:
+            print_log(
+                f'Resuming: {len(resumed)} image(s) encoded by an interrupted '
+                f'run are reused from "{cache.folder}"',
+                logger='current',
+            )
+        unreadable = self._encode_to_cache(
+            cache,
+            {p: stat for p, stat in todo.items() if p not in resumed},
             batch_size,
+            chunk_size,
+        )
+        index, new_files = self._add_from_cache(
+            index,
+            cache,
+            todo,
             dict(
                 options,
                 nprobe=nprobe,
                 refine_factor=refine_factor or 10,
-                expected_size=len(listing),
+                expected_size=len(images),
             ),
         )
-        files.update((p, listing[p]) for p in new_files)
-        skipped.update((p, [*listing[p], why]) for p, why in new_skipped)
+        files.update((p, images[p]) for p in new_files)
+        skipped_files = {p: [*images[p], why] for p, why in unreadable}
+        skipped = [(p, why) for p, why in unreadable] + [
+            (path, f'{kind}: {why}') for path, kind, why in listing.skipped
+        ]
+        counts = listing.counts()
+        counts['skipped-unreadable'] += len(unreadable)
         if index is None or not len(index):
-            first, entry = next(iter(skipped.items()))
+            first = skipped[0] if skipped else ('(nothing listed)', '')
             names = ', '.join(f'"{f}"' for f in folders)
             raise ValueError(
-                f'none of the {len(listing)} images in {names} could be read; '
-                f'first error: {first}: {entry[2]}'
+                f'none of the {len(images) + len(listing.skipped)} images in '
+                f'{names} could be read; first error: {first[0]}: {first[1]}'
             )
+        counts = dict(indexed=len(index), **counts)
+        del counts['images']
         metadata = dict(
-            self.fingerprints, folders=folders, files=files, skipped=skipped
+            self.fingerprints, folders=folders, files=files, skipped=skipped_files
         )
-        if new_files or new_skipped or removed or stored != metadata:
-            self._save(index, index_file, metadata)
+        if not (new_files or removed or stored != metadata) or self._save(
+            index, index_file, metadata
+        ):
+            cache.remove()  # the index file holds the vectors now
         index.metadata = metadata
         if skipped:
             print_log(
-                f'{len(skipped)} of {len(listing)} images could not be read and '
-                f'are not searchable: {", ".join(skipped)}',
+                f'{len(skipped)} entries could not be read and are not '
+                f'searchable: {", ".join(p for p, _ in skipped)}',
                 logger='current',
                 level=30,
             )
@@ -543,65 +459,92 @@ class TBPSInferencer:
             num_images=len(index),
             added=len(new_files),
             removed=removed,
-            skipped=[(path, entry[2]) for path, entry in skipped.items()],
+            skipped=skipped,
+            counts=counts,
+            encoded=len(todo) - len(resumed) - len(unreadable),
+            resumed=len(resumed),
             loaded=bool(stored),
             index_file=index_file,
             index=index.describe(),
         )
 
-    def _encode_into(
+    def _encode_to_cache(
         self,
-        index: Optional[GalleryIndex],
-        paths: List[str],
+        cache: EncodingCache,
+        todo: Dict[str, List[int]],
         batch_size: Optional[int],
-        options: dict,
-    ) -> Tuple[Optional[GalleryIndex], List[str], List[Tuple[str, str]]]:
-        """Encode ``paths`` and add them to ``index`` (a new one, built with
-        ``GalleryIndex(dim, **options)``, if None).
+        chunk_size: int,
+    ) -> List[Tuple[str, str]]:
+        """Encode the images of ``todo`` (path -> ``[size, mtime_ns]`` as
+        listed) chunk by chunk into ``cache``.
 
-        A new IVF index is trained on the first images encoded (enough for
-        its cells) before any is added.
+        Returns:
+            list[tuple[str, str]]: ``(path, reason)`` of the images that
+            could not be read.
         """
         batch_size = batch_size or self.batch_size
-        added: List[str] = []
-        skipped: List[Tuple[str, str]] = []
-        pending_keys: List[str] = []
-        pending: List[np.ndarray] = []
+        paths = list(todo)
+        unreadable: List[Tuple[str, str]] = []
         progress = tqdm(
             total=len(paths),
             desc='Indexing images',
             unit='img',
             disable=not self.show_progress or not paths,
         )
-        for start in range(0, len(paths), batch_size):
-            batch = paths[start : start + batch_size]
-            progress.update(len(batch))
-            failed: List[Tuple[str, str]] = []
-            out = self.encode_images(batch, skipped=failed)
-            skipped.extend(failed)
-            if out is None:
-                continue
-            bad = {p for p, _ in failed}
-            pending_keys.extend(p for p in batch if p not in bad)
-            pending.append(self.fused(out))
+        for chunk_start in range(0, len(paths), chunk_size):
+            chunk = paths[chunk_start : chunk_start + chunk_size]
+            keys: List[str] = []
+            vectors: List[np.ndarray] = []
+            for start in range(0, len(chunk), batch_size):
+                batch = chunk[start : start + batch_size]
+                out = self.encoder.encode_images(batch, skipped=unreadable)
+                progress.update(len(batch))
+                if out is not None:
+                    keys.extend(out['paths'])
+                    vectors.append(out['fused_embed'].float().cpu().numpy())
+            if keys:
+                cache.add(keys, np.concatenate(vectors), [todo[p] for p in keys])
+        progress.close()
+        return unreadable
+
+    @staticmethod
+    def _add_from_cache(
+        index: Optional[GalleryIndex],
+        cache: EncodingCache,
+        wanted: Dict[str, List[int]],
+        options: dict,
+    ) -> Tuple[Optional[GalleryIndex], List[str]]:
+        """Add the cached vectors of ``wanted`` to ``index`` (a new one, built
+        with ``GalleryIndex(dim, **options)``, if None), chunk by chunk.
+
+        A new IVF index is trained on the first vectors (enough for its
+        cells) before any is added.
+        """
+        added: List[str] = []
+        pending_keys: List[str] = []
+        pending: List[np.ndarray] = []
+        chunks = list(cache.chunks(wanted))
+        for number, (keys, vectors) in enumerate(chunks):
+            pending_keys.extend(keys)
+            pending.append(vectors)
             if index is None:
-                index = GalleryIndex(pending[0].shape[1], **options)
-            if not index.is_trained:
+                index = GalleryIndex(vectors.shape[1], **options)
+            if not index.is_trained and number + 1 < len(chunks):
                 nlist = options['nlist'] or default_nlist(options['expected_size'])
-                needed = MIN_TRAIN_PER_LIST * nlist
-                if len(pending_keys) < min(needed, len(paths)) and (
-                    start + batch_size < len(paths)
-                ):
+                if len(pending_keys) < MIN_TRAIN_PER_LIST * nlist:
                     continue
             index.add(pending_keys, np.concatenate(pending))
             added.extend(pending_keys)
             pending_keys, pending = [], []
-        progress.close()
-        return index, added, skipped
+        return index, added
 
     @staticmethod
-    def _save(index: GalleryIndex, index_file: str, metadata: dict) -> None:
-        """Write the index (atomically); an unwritable folder only warns."""
+    def _save(index: GalleryIndex, index_file: str, metadata: dict) -> bool:
+        """Write the index (atomically); an unwritable folder only warns.
+
+        Returns:
+            bool: Whether the file was written.
+        """
         try:
             os.makedirs(osp.dirname(index_file), exist_ok=True)
             index.save(index_file, metadata)
@@ -612,12 +555,13 @@ class TBPSInferencer:
                 logger='current',
                 level=30,
             )
-            return
+            return False
         print_log(
             f'Wrote the index of {len(index)} images ({index.describe()}) to '
             f'"{index_file}"',
             logger='current',
         )
+        return True
 
     def set_gallery(
         self, paths: Sequence[str], embed: torch.Tensor, part_embeds: torch.Tensor
@@ -643,7 +587,7 @@ class TBPSInferencer:
                 f'{len(paths)} paths, {embed.shape[0]} embeddings and '
                 f'{part_embeds.shape[0]} part embeddings: one of each per image'
             )
-        vectors = self.fused(dict(embed=embed, part_embeds=part_embeds))
+        vectors = self.encoder.fuse(embed, part_embeds).float().cpu().numpy()
         gallery = GalleryIndex(vectors.shape[1], 'flat')
         gallery.add(list(paths), vectors)
         self.gallery = gallery
@@ -672,8 +616,9 @@ class TBPSInferencer:
             raise ValueError(f'topk must be >= 1, got {topk}')
         if self.gallery is None or not len(self.gallery):
             raise RuntimeError('no images indexed yet: call index(image_dirs) first')
-        text, _ = self.encode_text(query)
-        scores, keys = self.gallery.search(self.fused(text), int(topk))
+        text = self.encoder.encode_texts([query])
+        vector = text['fused_embed'].float().cpu().numpy()
+        scores, keys = self.gallery.search(vector, int(topk))
         return [(key, float(score)) for key, score in zip(keys[0], scores[0])]
 
     __call__ = search
@@ -696,9 +641,9 @@ class TBPSInferencer:
             ValueError: An empty query, an unreadable image, or a model
                 without part queries or without a patch grid.
         """
-        text, inputs = self.encode_text(query)
+        text = self.encoder.encode_texts([query])
         try:
-            image = self.encode_images([image_path])
+            image = self.encoder.encode_images([image_path])
         except Exception as err:  # noqa: BLE001 - re-raised naming the image
             raise ValueError(
                 f'cannot explain: image "{image_path}" cannot be read '
@@ -706,8 +651,8 @@ class TBPSInferencer:
             ) from err
         if 'attn' not in image or 'attn' not in text:
             raise ValueError(
-                f'the ONNX graphs in "{self.encoder.onnx_dir}" have no attention '
-                'maps to explain with: export them with '
+                f'the ONNX graphs in "{self.encoder.backend.onnx_dir}" have no '
+                'attention maps to explain with: export them with '
                 'tools/deployment/pytorch2onnx.py --attention'
             )
         num_parts = image['part_embeds'].shape[1]
@@ -721,16 +666,13 @@ class TBPSInferencer:
                 'the image attention does not form a patch grid (image_tokens is '
                 'not "patch"), so it cannot be drawn over the image'
             )
-        score = float(self.model.similarity(text, image)[0, 0])
+        score = float(text['fused_embed'][0] @ image['fused_embed'][0])
         text_attn = text['attn'][0].float().cpu().numpy()  # (K, L)
-        ids = inputs['text_ids'][0].cpu().numpy()
-        mask = inputs['text_mask'][0].cpu().numpy().astype(bool)
-        keep = mask.copy()
-        words: List[str] = []
-        if self._tokenize is not None:
-            tokenizer = self._tokenize.tokenizer
-            special = set(tokenizer.all_special_ids)
-            keep &= ~np.isin(ids, list(special))
+        ids = text['text_ids'][0].cpu().numpy()
+        keep = text['text_mask'][0].cpu().numpy().astype(bool)
+        tokenizer = self.encoder.tokenizer
+        if tokenizer is not None:
+            keep &= ~np.isin(ids, list(set(tokenizer.all_special_ids)))
             tokens = tokenizer.convert_ids_to_tokens(ids[keep].tolist())
             words = [t.replace('</w>', '') for t in tokens]
         else:

@@ -15,13 +15,14 @@ fingerprint is skipped; the same video with other settings replaces its
 previous tracks; a new video adds its tracks. The gallery file is written
 after each video, so an interrupted run keeps the videos finished before.
 
-:func:`inferencer_encoders` wires a :class:`~tbps_mm.apis.TBPSInferencer`
-in (its test pipeline pre-processes the crops, exactly as image search
-does); any other encoder fits the same two callables.
+:func:`track_encoders` wires a :class:`~tbps_mm.apis.FusedEncoder` in
+(its test pipeline pre-processes the crops in memory, exactly as image
+search pre-processes files); any other encoder fits the same two callables.
 
 Example:
-    >>> inferencer = TBPSInferencer('configs/tbps_synth.py', 'model.safetensors')
-    >>> encode_crops, encode_text, fingerprint = inferencer_encoders(inferencer)
+    >>> encoder = FusedEncoder.from_config('configs/tbps_synth.py',
+    ...                                    'model.safetensors')
+    >>> encode_crops, encode_text, fingerprint = track_encoders(encoder)
     >>> indexer = VideoIndexer(
     ...     dict(detector=dict(type='BackgroundSubtractionDetector'),
     ...          tracker=dict(type='ByteTrackAdapter'), sample_fps=5),
@@ -35,7 +36,6 @@ import hashlib
 import json
 import os
 import os.path as osp
-import tempfile
 import time
 from datetime import datetime
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -44,8 +44,10 @@ import numpy as np
 from mmengine.logging import print_log
 from PIL import Image
 
+from tbps_mm.models.checkpoint import file_sha256
 from tbps_mm.video import STAGES, VideoTrackPipeline
 
+from .fused_encoder import FusedEncoder
 from .gallery_index import GalleryIndex
 from .track_gallery import TrackGallery, insert_tracks, wall_clock
 
@@ -53,8 +55,7 @@ __all__ = [
     'DEFAULT_VIDEO_INGEST',
     'VideoIndexer',
     'VIDEO_EXTENSIONS',
-    'inferencer_encoders',
-    'file_sha256',
+    'track_encoders',
     'list_videos',
     'read_manifest',
 ]
@@ -77,18 +78,6 @@ DEFAULT_VIDEO_INGEST = dict(
 
 #: File extensions (lower case) found in video folders.
 VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.avi', '.mov', '.webm', '.m4v', '.mpg', '.ts')
-
-
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes (streamed)."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fingerprint(value) -> str:
@@ -175,35 +164,44 @@ def read_manifest(path: str) -> Dict[str, dict]:
     return out
 
 
-def inferencer_encoders(
-    inferencer,
+def track_encoders(
+    encoder: FusedEncoder,
 ) -> Tuple[Callable, Callable, str]:
-    """The crop and text encoders of a :class:`~tbps_mm.apis.TBPSInferencer`.
+    """The crop and caption encoders of a track gallery, from a
+    :class:`~tbps_mm.apis.FusedEncoder`.
 
-    Crops are written as lossless PNGs to a temporary folder and encoded by
-    the inferencer's ``encode_images``, so they travel the config's test
-    pipeline exactly as gallery images do.
+    Crops go through the config's test pipeline in memory
+    (:meth:`~tbps_mm.apis.FusedEncoder.encode_image_arrays`), exactly as
+    gallery image files do, so a track vector and an image vector of the
+    same pixels are the same.
+
+    Args:
+        encoder (FusedEncoder): The encoder (a model loaded from a
+            checkpoint, on either backend).
 
     Returns:
-        tuple: ``encode_crops`` (list of RGB uint8 crops -> (N, D) fused
-        vectors), ``encode_text`` (caption -> (D,) fused vector) and the
-        encoder fingerprint (model and pipeline).
+        tuple: ``encode_crops`` (list of (H, W, 3) uint8 RGB crops -> (N, D)
+        float32 fused vectors), ``encode_text`` (caption -> (D,) float32
+        fused vector) and the encoder fingerprint: a digest of
+        :attr:`~tbps_mm.apis.FusedEncoder.fingerprints` (checkpoint bytes,
+        model config and test pipeline), what an image gallery records.
+
+    Example:
+        >>> encoder = FusedEncoder.from_config('configs/tbps_synth.py',
+        ...                                    'tbps_synth.safetensors')
+        >>> encode_crops, encode_text, fingerprint = track_encoders(encoder)
     """
 
     def encode_crops(crops: Sequence[np.ndarray]) -> np.ndarray:
-        with tempfile.TemporaryDirectory(prefix='tbps_crops_') as folder:
-            paths = []
-            for i, crop in enumerate(crops):
-                path = osp.join(folder, f'{i:05d}.png')
-                Image.fromarray(np.asarray(crop, np.uint8)).save(path)
-                paths.append(path)
-            return inferencer.fused(inferencer.encode_images(paths))
+        out = encoder.encode_image_arrays(
+            crops, names=[f'track crop {i}' for i in range(len(crops))]
+        )
+        return out['fused_embed'].float().cpu().numpy()
 
     def encode_text(text: str) -> np.ndarray:
-        out, _ = inferencer.encode_text(text)
-        return inferencer.fused(out)[0]
+        return encoder.encode_texts([text])['fused_embed'][0].float().cpu().numpy()
 
-    return encode_crops, encode_text, _fingerprint(inferencer.fingerprints)
+    return encode_crops, encode_text, _fingerprint(encoder.fingerprints)
 
 
 class VideoIndexer:

@@ -2,9 +2,12 @@
 
 It reads a folder written by :func:`~tbps_mm.deployment.export_onnx` and
 answers ``encode_image`` / ``encode_text`` with the same dictionaries as
-``TBPSRetriever`` (``embed``, ``part_embeds``, ``attn`` when the graphs have
-it, ``attn_hw`` for images, plus ``fused_embed``), as torch tensors, so code
-written against the model (``TBPSInferencer``) runs on onnxruntime unchanged.
+:class:`~tbps_mm.deployment.PyTorchEncoder` (``fused_embed``, ``embed``,
+``part_embeds``, ``attn`` when the graphs have it, ``attn_hw`` for images),
+as torch tensors: it is the onnxruntime backend of
+``tbps_mm.apis.FusedEncoder``. ``fused_embed`` is the graph's own output and
+the fusion weight the one recorded at export (``deploy.json``); nothing is
+fused again here.
 
 The checks the model runs on its inputs (image size, token ids inside the
 vocabulary, caption length within the positions) are repeated here, because
@@ -84,6 +87,9 @@ class ONNXRuntimeEncoder:
         torch.Size([1, 1280])
     """
 
+    #: The name ``FusedEncoder`` knows this backend by.
+    name = 'onnxruntime'
+
     def __init__(
         self,
         onnx_dir: str,
@@ -108,7 +114,8 @@ class ONNXRuntimeEncoder:
             )
             for side in ('image', 'text')
         }
-        self.fusion_weight = self.meta['fusion_weight']
+        #: lambda the graphs' ``fused_embed`` was exported with.
+        self.fusion_weight = float(self.meta['fusion_weight'])
         self.with_attention = self.meta['with_attention']
 
     def _outputs(self, side: str, feeds: Dict[str, np.ndarray]) -> Dict:

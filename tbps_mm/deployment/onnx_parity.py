@@ -1,8 +1,10 @@
 """``check_onnx_parity``: exported graphs against the PyTorch model.
 
-The reference is the model's own ``encode_image`` / ``encode_text`` (with
-their padding trimming) followed by ``fused_embed``, not the export
-wrappers, so the check covers everything the wrappers leave out. Inputs are
+The two backends of search are compared as search runs them: the PyTorch
+backend (:class:`~tbps_mm.deployment.PyTorchEncoder`: the model's own
+``encode_image`` / ``encode_text`` and ``fused_embed``, not the export
+wrappers, so the check covers everything the wrappers leave out) against the
+onnxruntime backend (:class:`~tbps_mm.deployment.ONNXRuntimeEncoder`). Inputs are
 random: normalised images, and captions of several lengths with a different
 amount of padding in every row.
 """
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 from .onnx_encoder import ONNXRuntimeEncoder
+from .torch_encoder import PyTorchEncoder
 
 __all__ = ['check_onnx_parity']
 
@@ -51,14 +54,13 @@ def check_onnx_parity(
         >>> max(diffs.values()) < 1e-4
         True
     """
-    model.eval()
+    reference = PyTorchEncoder(model)
     encoder = ONNXRuntimeEncoder(onnx_dir)
     meta = encoder.meta
     gen = torch.Generator().manual_seed(seed)
     diffs: Dict[str, float] = {}
 
     def compare(side: str, ref: dict, got: dict) -> None:
-        ref = dict(ref, fused_embed=model.fused_embed(ref))
         for name in meta['outputs']:
             expected = ref[name]
             if name == 'attn' and side == 'text':
@@ -72,10 +74,10 @@ def check_onnx_parity(
     max_length = meta['text']['max_length']
     for batch in batch_sizes:
         images = torch.randn(batch, 3, height, width, generator=gen)
-        compare('image', model.encode_image(images), encoder.encode_image(images))
+        compare('image', reference.encode_image(images), encoder.encode_image(images))
         for length in text_lengths:
             length = min(length, max_length) if max_length else length
             ids, mask = _captions(batch, length, meta['text']['vocab_size'], gen)
-            expected = model.encode_text(ids, mask)
+            expected = reference.encode_text(ids, mask)
             compare('text', expected, encoder.encode_text(ids, mask))
     return diffs

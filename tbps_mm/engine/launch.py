@@ -16,12 +16,14 @@ import inspect
 import os
 import os.path as osp
 import sys
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, ConfigDict, DictAction
 
+from tbps_mm.config_paths import resolve_config_paths
+from tbps_mm.models.checkpoint import TRUST_CHECKPOINT_HELP
 from tbps_mm.registry import RUNNERS
 
 
@@ -67,11 +69,53 @@ def add_launch_args(
     return parser
 
 
-def add_inference_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the arguments the inference tools share (search, serve).
+def add_checkpoint_args(
+    parser: argparse.ArgumentParser, what: str = 'model config file'
+) -> argparse.ArgumentParser:
+    """Add the arguments every tool that loads a trained model takes.
 
-    ``--device``, ``--batch-size`` (images per forward pass while indexing)
-    and ``--cfg-options`` (MMEngine's ``DictAction``).
+    ``config`` and ``checkpoint`` (positional), ``--trust-checkpoint``
+    (unpickle the checkpoint in full, for a file the user trusts; off by
+    default) and ``--cfg-options`` (MMEngine's ``DictAction``): what
+    ``tbps_mm.apis.init_model`` takes.
+
+    Args:
+        parser (argparse.ArgumentParser): The script's parser.
+        what (str): Help text of ``config``.
+
+    Returns:
+        argparse.ArgumentParser: ``parser``.
+
+    Example:
+        >>> parser = add_checkpoint_args(argparse.ArgumentParser())
+        >>> parser.parse_args(['cfg.py', 'w.pth']).trust_checkpoint
+        False
+    """
+    parser.add_argument('config', help=what)
+    parser.add_argument(
+        'checkpoint',
+        help='checkpoint: a published .safetensors, a state dict or a training '
+        'checkpoint (read without running code from it)',
+    )
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true', help=TRUST_CHECKPOINT_HELP
+    )
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. model.fusion_weight=0.5',
+    )
+    return parser
+
+
+def add_inference_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the model and encoder arguments the inference tools share.
+
+    :func:`add_checkpoint_args`, plus ``--onnx DIR`` (encode with
+    onnxruntime through exported graphs), ``--device`` and ``--batch-size``
+    (items per forward pass): what ``tbps_mm.apis.init_model`` and
+    ``FusedEncoder`` take.
 
     Args:
         parser (argparse.ArgumentParser): The script's parser.
@@ -81,18 +125,134 @@ def add_inference_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
     Example:
         >>> parser = add_inference_args(argparse.ArgumentParser())
-        >>> parser.parse_args(['--batch-size', '8']).batch_size
+        >>> parser.parse_args(['cfg.py', 'w.pth', '--batch-size', '8']).batch_size
         8
     """
-    parser.add_argument('--device', default='cpu', help='torch device')
-    parser.add_argument('--batch-size', type=int, default=32, help='indexing batch')
+    add_checkpoint_args(parser)
     parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, e.g. model.fusion_weight=0.5',
+        '--onnx',
+        metavar='DIR',
+        help='encode with onnxruntime through the graphs '
+        'tools/deployment/pytorch2onnx.py exported into DIR',
+    )
+    parser.add_argument('--device', default='cpu', help='torch device')
+    parser.add_argument(
+        '--batch-size', type=int, default=32, help='items per forward pass'
     )
     return parser
+
+
+def inference_options(args: argparse.Namespace) -> dict:
+    """:func:`add_inference_args`' values as ``TBPSInferencer`` keywords
+    (``device``, ``batch_size``, ``backend``, ``onnx_dir``,
+    ``trust_checkpoint``)."""
+    return dict(
+        device=args.device,
+        batch_size=args.batch_size,
+        backend='onnxruntime' if args.onnx else 'pytorch',
+        onnx_dir=args.onnx,
+        trust_checkpoint=args.trust_checkpoint,
+    )
+
+
+#: The integer index options that must be >= 1 when given.
+_POSITIVE_INDEX_ARGS = ('nlist', 'nprobe', 'pq_m', 'refine_factor', 'chunk_size')
+
+
+def add_index_args(
+    parser: argparse.ArgumentParser, index_types: Sequence[str]
+) -> argparse.ArgumentParser:
+    """Add the gallery index arguments the search tools share.
+
+    ``--index FILE``, ``--index-type`` (``'auto'`` or one of
+    ``index_types``), ``--nlist``, ``--nprobe``, ``--pq-m``,
+    ``--refine-factor``, ``--rebuild-index`` and ``--chunk-size``: what
+    ``TBPSInferencer.index`` takes. Check them with
+    :func:`index_args_error`.
+
+    Args:
+        parser (argparse.ArgumentParser): The script's parser.
+        index_types (Sequence[str]): The index types the index package
+            builds.
+
+    Returns:
+        argparse.ArgumentParser: ``parser``.
+
+    Example:
+        >>> parser = add_index_args(argparse.ArgumentParser(), ('flat',))
+        >>> parser.parse_args(['--nprobe', '8']).nprobe
+        8
+    """
+    parser.add_argument(
+        '--index',
+        help='gallery index file (default: .tbps_mm_gallery.idx inside the '
+        'first image folder)',
+    )
+    parser.add_argument(
+        '--index-type',
+        choices=('auto',) + tuple(index_types),
+        default='auto',
+        help='exact search (flat), IVF with 8-bit codes (ivf-sq8), IVF with '
+        '4-bit PQ codes re-scored from 8-bit ones (ivf-pq-refine), or by '
+        'gallery size (auto: flat below 100,000 images); see docs/evaluation.md',
+    )
+    parser.add_argument(
+        '--nlist', type=int, help='IVF cells (default: sqrt(gallery size))'
+    )
+    parser.add_argument(
+        '--nprobe', type=int, help='IVF cells visited per query (default: nlist / 16)'
+    )
+    parser.add_argument(
+        '--pq-m',
+        type=int,
+        help='ivf-pq-refine: sub-quantisers (default: about one per 20 dims)',
+    )
+    parser.add_argument(
+        '--refine-factor',
+        type=int,
+        help='ivf-pq-refine: candidates re-scored per result (default: 10)',
+    )
+    parser.add_argument(
+        '--rebuild-index', action='store_true', help='encode the images again'
+    )
+    parser.add_argument(
+        '--chunk-size',
+        type=int,
+        default=1024,
+        help='images encoded between two writes of the resumable encoding '
+        'cache (what an interrupted build can lose)',
+    )
+    return parser
+
+
+def index_args_error(args: argparse.Namespace) -> Optional[str]:
+    """The first bad value among :func:`add_index_args`' integers, or None.
+
+    Args:
+        args (argparse.Namespace): Parsed arguments.
+
+    Returns:
+        str | None: E.g. ``'--nprobe must be >= 1, got 0'``.
+    """
+    for name in _POSITIVE_INDEX_ARGS:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            return f'--{name.replace("_", "-")} must be >= 1, got {value}'
+    return None
+
+
+def index_options(args: argparse.Namespace) -> dict:
+    """:func:`add_index_args`' values as ``TBPSInferencer.index`` keywords."""
+    return dict(
+        index_file=args.index,
+        rebuild=args.rebuild_index,
+        index_type=args.index_type,
+        nlist=args.nlist,
+        nprobe=args.nprobe,
+        pq_m=args.pq_m,
+        refine_factor=args.refine_factor,
+        chunk_size=args.chunk_size,
+    )
 
 
 def resolve_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None:
@@ -127,7 +287,10 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
             parsed by MMEngine's ``DictAction``.
 
     Returns:
-        Config: The merged config.
+        Config: The merged config, its relative data and model paths made
+        absolute against the config's root
+        (:func:`tbps_mm.config_paths.resolve_config_paths`: ``TBPS_DATA_ROOT``,
+        else the folder holding the config's ``configs`` folder).
 
     Raises:
         LaunchError: The file does not exist, or an override names a key the
@@ -147,6 +310,7 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
         for key in cfg_options:
             check_override_key(cfg, key)
         cfg.merge_from_dict(cfg_options)
+    resolve_config_paths(cfg, path)
     return cfg
 
 
@@ -224,6 +388,31 @@ def check_checkpoint(path: Optional[str], what: str = 'checkpoint') -> None:
     """Raise :class:`LaunchError` when a local checkpoint path is missing."""
     if path and '://' not in path and not osp.isfile(path):
         raise LaunchError(f'{what} "{path}" does not exist')
+
+
+def check_train_length(cfg: Config, config_path: str) -> None:
+    """Raise :class:`LaunchError` unless the train loop runs at least one step.
+
+    Args:
+        cfg (Config): The merged config.
+        config_path (str): The config file (named in the error).
+
+    Example:
+        >>> check_train_length(Config(dict(train_cfg=dict(max_epochs=0))),
+        ...                    'x.py')  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        LaunchError: config "x.py": train_cfg.max_epochs must be ...
+    """
+    train_cfg = cfg.get('train_cfg') or {}
+    for key in ('max_epochs', 'max_iters'):
+        value = train_cfg.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LaunchError(
+                f'config "{config_path}": train_cfg.{key} must be a whole number '
+                f'>= 1, got {value!r}'
+            )
 
 
 def setup_distributed(cfg: Config, launcher: str) -> None:

@@ -16,26 +16,41 @@ through it:
   :class:`CheckpointMismatchError` for parameters whose shape does not fit,
   where MMEngine alone would log a warning and leave those parameters at
   their random initialisation;
-* :func:`load_training_checkpoint`: the scoped reader of MMEngine training
-  checkpoints (``epoch_N.pth``) for the Runner's ``load_from`` / ``resume``
-  and for publishing. torch >= 2.6 loads weights-only by default and such
-  files hold a ``HistoryBuffer``, numpy arrays and dtypes; they are unpickled
-  in full only here, for local files the user named or the Runner wrote;
+* :func:`load_checkpoint_file`: the one reader of every checkpoint file any
+  entry point loads (``tools/test.py``, ``tools/train.py`` ``load_from`` /
+  ``resume``, publishing, search, serving, the inferencer, analysis tools and
+  benchmarks). It never executes code from a file: it unpickles with torch's
+  weights-only unpickler and an explicit allow-list of the few MMEngine /
+  numpy types an MMEngine training checkpoint holds
+  (:data:`TRAINING_CHECKPOINT_GLOBALS`), scoped to the one call; anything
+  else is refused with :class:`UnsafeCheckpointError` naming the type. Full
+  unpickling happens only when the caller passes ``trust=True``
+  (``--trust-checkpoint`` on the tools), for a file the user trusts;
+* :func:`load_training_checkpoint`: an MMEngine training checkpoint
+  (``epoch_N.pth``) for the Runner's ``load_from`` / ``resume`` and for
+  publishing, read through :func:`load_checkpoint_file`;
 * :func:`publish_weights`: a training checkpoint to a shareable weights-only
   file named with its SHA-256 prefix (MMPretrain's convention).
 
 Written by hand because neither MMEngine nor torch offers it: torch raises on
 shape mismatches but MMEngine's loader (``strict=False``) only logs them,
 neither reads safetensors files with a weights-only guarantee in one call,
-and MMEngine 0.10.7's loader predates torch's weights-only default.
+and MMEngine 0.10.7's loader predates torch's weights-only default. Its
+training checkpoints pickle ``HistoryBuffer``'s statistics as
+``getattr(HistoryBuffer, 'min')`` and numpy scalars through
+``_codecs.encode``: the allow-list maps those two globals to narrow stand-ins
+that accept exactly those uses, never the builtins themselves.
 The checks run *after* a module's own load hooks, so adaptations such as
 MMPretrain's position-embedding resize still apply.
 """
 
+import codecs
 import hashlib
+import io
 import os
 import os.path as osp
 import pickle
+import re
 import tempfile
 from typing import (
     Callable,
@@ -55,11 +70,17 @@ from torch import Tensor, nn
 __all__ = [
     'CheckpointMismatchError',
     'INFERENCE_IGNORED_PREFIXES',
+    'TRUST_CHECKPOINT_HELP',
+    'UnsafeCheckpointError',
+    'check_checkpoint_keys',
     'file_sha256',
     'install_shape_check',
+    'load_checkpoint_file',
     'load_tbps_weights',
     'load_training_checkpoint',
+    'training_checkpoint_globals',
     'publish_weights',
+    'register_mmengine_loader',
     'read_weights_file',
     'save_weights_file',
 ]
@@ -85,8 +106,196 @@ _KEY_HINTS = (
 )
 
 
+#: Help text of the tools' ``--trust-checkpoint`` flag.
+TRUST_CHECKPOINT_HELP = (
+    'unpickle the checkpoint in full, as torch.load(weights_only=False) does: '
+    'ONLY for a file you trust, since a pickle can run any code. Without it, '
+    'files holding anything beyond tensors and the types MMEngine training '
+    'checkpoints hold are refused'
+)
+
+
 class CheckpointMismatchError(ValueError):
     """Raised when a checkpoint's keys or shapes do not fit the model."""
+
+
+class UnsafeCheckpointError(ValueError):
+    """Raised for a checkpoint whose unpickling could run code.
+
+    The message names the file and the type (or callable) it needs.
+    """
+
+
+# The methods HistoryBuffer pickles by reference, as getattr(cls, name).
+_HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
+
+
+def _restricted_getattr(obj, name, *default):
+    """``getattr`` for the one use MMEngine checkpoints make of it."""
+    from mmengine.logging import HistoryBuffer
+
+    if obj is HistoryBuffer and name in _HISTORY_BUFFER_METHODS and not default:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'builtins.getattr({getattr(obj, "__qualname__", type(obj).__name__)}, '
+        f'{name!r})'
+    )
+
+
+def _restricted_encode(obj, encoding='utf-8', errors='strict'):
+    """``_codecs.encode`` for the one use numpy pickles make of it."""
+    if isinstance(obj, str) and encoding == 'latin1' and errors == 'strict':
+        return codecs.encode(obj, 'latin1')
+    raise pickle.UnpicklingError(f'_codecs.encode(..., {encoding!r})')
+
+
+def _restricted_bytes(*args):
+    """``bytes()`` for the one use numpy pickles make of it: the empty data of
+    an empty array (``b''`` is pickled as a call of ``bytes`` without
+    arguments)."""
+    if args:
+        raise pickle.UnpicklingError('builtins.bytes with arguments')
+    return b''
+
+
+def training_checkpoint_globals() -> list:
+    """The allow-list of :func:`load_checkpoint_file`, beyond torch's own.
+
+    What MMEngine 0.10.7 training checkpoints hold besides tensors, dicts,
+    lists and numbers: the message hub's ``HistoryBuffer`` (and the four
+    statistics methods it pickles by reference), numpy arrays, scalars and
+    dtypes (numpy 1 and 2 module names), and ``collections.Counter``
+    (``MultiStepLR``'s milestones). ``getattr``, ``_codecs.encode`` and
+    ``bytes`` (empty arrays' data) are narrow stand-ins, not the builtins.
+
+    Returns:
+        list: Entries for ``torch.serialization.safe_globals``.
+
+    Example:
+        >>> names = [g[1] for g in training_checkpoint_globals()
+        ...          if isinstance(g, tuple)]
+        >>> 'builtins.getattr' in names
+        True
+    """
+    import collections
+
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray
+    dtype_classes = [
+        cls
+        for cls in vars(getattr(np, 'dtypes', object)).values()
+        if isinstance(cls, type) and issubclass(cls, np.dtype)
+    ]
+    entries = [HistoryBuffer, np.ndarray, np.dtype, collections.Counter]
+    entries += dtype_classes
+    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        entries.append((multiarray._reconstruct, f'{module}._reconstruct'))
+        entries.append((multiarray.scalar, f'{module}.scalar'))
+    entries.append((_restricted_getattr, 'builtins.getattr'))
+    entries.append((_restricted_encode, '_codecs.encode'))
+    entries.append((_restricted_bytes, 'builtins.bytes'))
+    return entries
+
+
+_REFUSED = (
+    re.compile(r'GLOBAL (\S+) was not an allowed global'),
+    re.compile(r'unsupported GLOBAL (\S+) whose module'),
+    re.compile(r'unrecognized function (.+)$'),
+    re.compile(r'only create new object for .* but got (.+)$'),
+    re.compile(r'allowlisted via `add_safe_globals`, but got (.+)$'),
+)
+
+
+def _refused_type(err: Exception) -> Optional[str]:
+    """The type or callable torch's weights-only unpickler refused, if any."""
+    for pattern in _REFUSED:
+        for line in str(err).splitlines():
+            found = pattern.search(line)
+            if found:
+                return found.group(1).strip().rstrip('.')
+    return None
+
+
+def load_checkpoint_file(
+    filename: str,
+    map_location: Union[str, Callable, None] = 'cpu',
+    trust: bool = False,
+) -> object:
+    """Read any checkpoint file without running code from it.
+
+    The one reader behind every entry point. ``.safetensors`` files are
+    read with safetensors (``{'state_dict': ...}`` comes back). Other files
+    (local paths, or URLs MMEngine's file backends read) are unpickled by
+    torch's weights-only unpickler with :func:`training_checkpoint_globals`
+    allowed for this call only (``torch.serialization.safe_globals``), so a
+    published state dict and an MMEngine training checkpoint both load, and a
+    file that needs any other type or callable is refused with the name of
+    what it needs.
+
+    Args:
+        filename (str): A local path or a URL (``http(s)://`` ...).
+        map_location (str | callable, optional): As for :func:`torch.load`.
+        trust (bool): Unpickle in full (``torch.load(weights_only=False)``):
+            only for a file the user trusts (``--trust-checkpoint``).
+            Defaults to False.
+
+    Returns:
+        object: What the file holds (a dict for every valid checkpoint).
+
+    Raises:
+        FileNotFoundError: A local path that does not exist.
+        UnsafeCheckpointError: The file needs a type or callable outside the
+            allow-list (and ``trust`` is False).
+        CheckpointMismatchError: The file is no pickle torch can read.
+
+    Example:
+        >>> ckpt = load_checkpoint_file('work_dirs/tbps_synth/epoch_1.pth')
+        >>> sorted(ckpt)[:2]
+        ['message_hub', 'meta']
+    """
+    remote = '://' in filename
+    if not remote and not osp.isfile(filename):
+        raise FileNotFoundError(f'checkpoint file "{filename}" does not exist')
+    if filename.endswith('.safetensors'):
+        from safetensors.torch import load as load_bytes
+        from safetensors.torch import load_file
+
+        if remote:
+            from mmengine.fileio import get
+
+            return dict(state_dict=load_bytes(get(filename)))
+        return dict(state_dict=load_file(filename, device='cpu'))
+    if remote:
+        from mmengine.fileio import get
+
+        source = io.BytesIO(get(filename))
+    else:
+        source = filename
+    if trust:
+        return torch.load(source, map_location=map_location, weights_only=False)
+    try:
+        with torch.serialization.safe_globals(training_checkpoint_globals()):
+            return torch.load(source, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused = _refused_type(err)
+        if refused is None:  # not a pickle torch can read at all
+            reason = str(err).split('WeightsUnpickler error:', 1)[-1].strip()
+            raise CheckpointMismatchError(
+                f'checkpoint file "{filename}" is not a checkpoint torch can '
+                f'read ({(reason.splitlines() or ["unreadable"])[0][:200]})'
+            ) from None
+        raise UnsafeCheckpointError(
+            f'checkpoint file "{filename}" is refused: it needs {refused}, '
+            'which is neither a tensor nor a type that tbps_mm / MMEngine '
+            'checkpoints hold, and unpickling it could run code. Publish '
+            'models as .safetensors (publish_model.py); if you trust this '
+            'file, pass --trust-checkpoint (trust=True).'
+        ) from None
 
 
 def _hint(key: str) -> str:
@@ -227,45 +436,30 @@ def install_shape_check(model: nn.Module) -> nn.Module:
     return model
 
 
-def read_weights_file(path: str) -> Dict[str, Tensor]:
-    """Read a weights-only checkpoint file into a flat state dict.
+def read_weights_file(path: str, trust: bool = False) -> Dict[str, Tensor]:
+    """Read a checkpoint file's weights into a flat state dict.
 
-    ``.safetensors`` files are read with safetensors; anything else with
-    ``torch.load(..., weights_only=True)``, which refuses pickled code. A
-    ``{'state_dict': ...}`` wrapper (MMEngine checkpoints saved weights-only)
-    is unwrapped and a DDP ``module.`` prefix stripped.
+    Read through :func:`load_checkpoint_file` (safetensors, or torch's
+    weights-only unpickler with the training-checkpoint allow-list), so it
+    never runs code from the file. A ``{'state_dict': ...}`` wrapper (an
+    MMEngine checkpoint) is unwrapped and a DDP ``module.`` prefix stripped.
 
     Args:
         path (str): The file.
+        trust (bool): Unpickle in full (see :func:`load_checkpoint_file`).
 
     Returns:
         dict[str, Tensor]: The state dict.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        CheckpointMismatchError: the file needs full unpickling or holds no
-            state dict.
+        UnsafeCheckpointError: unpickling the file could run code.
+        CheckpointMismatchError: the file holds no state dict.
 
     Example:
         >>> sd = read_weights_file('tbps_synth.safetensors')  # doctest: +SKIP
     """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint file "{path}" does not exist')
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-
-        return load_file(path, device='cpu')
-    try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointMismatchError(
-            f'checkpoint file "{path}" is not weights-only: reading it would '
-            'unpickle arbitrary objects. Load MMEngine training checkpoints '
-            'through the Runner (load_from / resume); publish models with '
-            'torch.save(model.state_dict(), ...) or as .safetensors. '
-            f'torch said: {str(err).splitlines()[0]}'
-        ) from err
-    return _as_state_dict(obj, f'"{path}"')
+    return _as_state_dict(load_checkpoint_file(path, trust=trust), f'"{path}"')
 
 
 def save_weights_file(
@@ -322,13 +516,79 @@ def _drop_prefixes(keys: Iterable[str], prefixes: Sequence[str]) -> List[str]:
     return [k for k in keys if not any(k.startswith(p) for p in prefixes)]
 
 
+def check_checkpoint_keys(
+    model_keys: Iterable[str],
+    checkpoint_keys: Iterable[str],
+    source: str,
+    ignore_prefixes: Sequence[str] = (),
+    strict: bool = True,
+) -> Tuple[List[str], List[str]]:
+    """Compare a checkpoint's keys with a model's; raise on any misfit.
+
+    ``num_batches_tracked`` counters and keys under ``ignore_prefixes`` (e.g.
+    the training-only :data:`INFERENCE_IGNORED_PREFIXES`: ID classifiers and
+    SDM temperatures) are left out of the comparison; a DDP ``module.``
+    prefix is stripped from the checkpoint's keys.
+
+    Args:
+        model_keys (Iterable[str]): The model's state-dict keys.
+        checkpoint_keys (Iterable[str]): The checkpoint's.
+        source (str): Names the checkpoint in the error.
+        ignore_prefixes (Sequence[str]): Prefixes left out on both sides.
+        strict (bool): Raise when any key is missing or unexpected.
+
+    Returns:
+        tuple[list[str], list[str]]: The missing and unexpected keys.
+
+    Raises:
+        CheckpointMismatchError: ``strict`` and a key is missing or
+            unexpected; the message counts them and names the first ones.
+
+    Example:
+        >>> check_checkpoint_keys(['a', 'losses.t'], ['a'], 'x.pth', ('losses.',))
+        ([], [])
+    """
+    prefixes = tuple(ignore_prefixes)
+
+    def kept(keys, strip=False):
+        keys = (k[7:] if strip and k.startswith('module.') else k for k in keys)
+        return set(
+            _drop_prefixes(
+                (k for k in keys if not k.endswith('num_batches_tracked')), prefixes
+            )
+        )
+
+    expected, given = kept(model_keys), kept(checkpoint_keys, strip=True)
+    missing = sorted(expected - given)
+    unexpected = sorted(given - expected)
+    if strict and (missing or unexpected):
+        lines = [f'checkpoint {source} does not fit the model:']
+        if missing:
+            lines.append(
+                f'  {len(missing)} key(s) missing from the checkpoint: '
+                + _format_keys(missing, limit=8)
+            )
+        if unexpected:
+            lines.append(
+                f'  {len(unexpected)} unexpected key(s) in the checkpoint: '
+                + _format_keys(unexpected, limit=8)
+            )
+        lines.append(
+            '  (does the config match the one the checkpoint was trained '
+            'with? e.g. num_parts, decoder layers, encoders, losses)'
+        )
+        raise CheckpointMismatchError('\n'.join(lines))
+    return missing, unexpected
+
+
 def load_tbps_weights(
     model: nn.Module,
     checkpoint: Union[str, Mapping[str, Tensor]],
     strict: bool = True,
     ignore_prefixes: Optional[Sequence[str]] = None,
+    trust: bool = False,
 ) -> Dict[str, List[str]]:
-    """Load weights-only ``checkpoint`` into ``model``; name every misfit.
+    """Load ``checkpoint`` into ``model``, safely; name every misfit.
 
     Args:
         model (nn.Module): The model (e.g. a built ``TBPSRetriever``).
@@ -340,6 +600,8 @@ def load_tbps_weights(
         ignore_prefixes (Sequence[str], optional): Keys starting with any of
             these are dropped from both sides, e.g. ``('losses.',)`` to load
             a model for inference whatever its ID classifier size.
+        trust (bool): Unpickle a file in full (see
+            :func:`load_checkpoint_file`). Defaults to False.
 
     Returns:
         dict: ``missing_keys`` and ``unexpected_keys`` (empty when strict).
@@ -355,7 +617,7 @@ def load_tbps_weights(
     """
     if isinstance(checkpoint, str):
         source = f'"{checkpoint}"'
-        state_dict = read_weights_file(checkpoint)
+        state_dict = read_weights_file(checkpoint, trust=trust)
     else:
         source = '(state dict)'
         state_dict = _as_state_dict(checkpoint, source)
@@ -364,30 +626,9 @@ def load_tbps_weights(
         state_dict = {
             k: state_dict[k] for k in _drop_prefixes(state_dict.keys(), prefixes)
         }
-    expected = _drop_prefixes(
-        (k for k in model.state_dict() if not k.endswith('num_batches_tracked')),
-        prefixes,
+    missing, unexpected = check_checkpoint_keys(
+        model.state_dict().keys(), state_dict.keys(), source, prefixes, strict
     )
-    given = [k for k in state_dict if not k.endswith('num_batches_tracked')]
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    if strict and (missing or unexpected):
-        lines = [f'checkpoint {source} does not fit the model:']
-        if missing:
-            lines.append(
-                f'  {len(missing)} key(s) missing from the checkpoint: '
-                + _format_keys(missing)
-            )
-        if unexpected:
-            lines.append(
-                f'  {len(unexpected)} unexpected key(s) in the checkpoint: '
-                + _format_keys(unexpected)
-            )
-        lines.append(
-            '  (does the config match the one the checkpoint was trained '
-            'with? e.g. num_parts, decoder layers, encoders, losses)'
-        )
-        raise CheckpointMismatchError('\n'.join(lines))
     install_shape_check(model)
     try:
         model.load_state_dict(state_dict, strict=False)
@@ -398,48 +639,65 @@ def load_tbps_weights(
     return dict(missing_keys=missing, unexpected_keys=unexpected)
 
 
+def _load_local_for_mmengine(filename: str, map_location=None) -> object:
+    """MMEngine's local-file checkpoint scheme, through :func:`load_checkpoint_file`."""
+    return load_checkpoint_file(osp.expanduser(filename), map_location=map_location)
+
+
+def register_mmengine_loader() -> None:
+    """Route MMEngine's local-file checkpoint loads through the safe reader.
+
+    ``init_cfg=dict(type='Pretrained', checkpoint=...)`` and MMEngine's
+    ``load_checkpoint`` read local files through ``CheckpointLoader``'s
+    default scheme; re-registering it makes those loads use
+    :func:`load_checkpoint_file` too (the allow-list instead of torch's bare
+    weights-only default, which refuses MMEngine's own training
+    checkpoints). Called when :mod:`tbps_mm.models` is imported.
+    """
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    CheckpointLoader.register_scheme(prefixes='', force=True)(_load_local_for_mmengine)
+
+
 def load_training_checkpoint(
-    filename: str, map_location: Union[str, Callable, None] = 'cpu'
+    filename: str,
+    map_location: Union[str, Callable, None] = 'cpu',
+    trust: bool = False,
 ) -> dict:
     """Load a checkpoint the Runner (or the publishing tool) was asked to read.
 
-    A file that loads weights-only (a published model, ``.safetensors`` or a
-    state dict) is loaded that way; a ``.safetensors`` file comes back as
-    ``{'state_dict': ...}``. Otherwise a *local* file is unpickled in full,
-    as MMEngine did before torch 2.6: the caller named it (``load_from``,
-    ``--resume PATH``, ``publish_model.py IN``) or the Runner wrote it in its
-    work dir (``--resume auto``). URLs go through MMEngine's loader with torch's
-    default. Nothing else in the process changes.
+    :func:`load_checkpoint_file`, for the Runner's ``load_from`` / ``resume``
+    (``--resume auto`` included) and for publishing: an MMEngine training
+    checkpoint loads through the allow-list, a published model
+    (``.safetensors`` or a state dict) as ``{'state_dict': ...}`` or as it
+    was saved, and nothing runs code unless ``trust`` is True.
 
     Args:
-        filename (str): Local path or any URL MMEngine's loader understands.
+        filename (str): Local path or any URL MMEngine's file backends read.
         map_location (str | callable, optional): As for :func:`torch.load`.
+        trust (bool): Unpickle in full, for a file the user trusts
+            (``--trust-checkpoint``). Defaults to False.
 
     Returns:
         dict: The checkpoint (``state_dict``, ``meta``, ``optimizer``, ...).
 
     Raises:
         FileNotFoundError: A local path that does not exist.
+        UnsafeCheckpointError: Unpickling the file could run code.
+        CheckpointMismatchError: The file does not hold a dict.
 
     Example:
         >>> ckpt = load_training_checkpoint('work_dirs/tbps_synth/epoch_1.pth')
         >>> ckpt['meta']['epoch']
         1
     """
-    if '://' in filename:
-        from mmengine.runner.checkpoint import _load_checkpoint
-
-        return _load_checkpoint(filename, map_location=map_location)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint file "{filename}" does not exist')
-    if filename.endswith('.safetensors'):
-        # A published model: weights only, by construction.
-        return dict(state_dict=read_weights_file(filename))
-    try:
-        return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        # An MMEngine training checkpoint that the caller named explicitly.
-        return torch.load(filename, map_location=map_location, weights_only=False)
+    checkpoint = load_checkpoint_file(filename, map_location=map_location, trust=trust)
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointMismatchError(
+            f'checkpoint file "{filename}" holds a {type(checkpoint).__name__}, '
+            'not a checkpoint (a dict with a state_dict, or a state dict)'
+        )
+    return checkpoint
 
 
 def file_sha256(path: str) -> str:
@@ -455,6 +713,8 @@ def publish_weights(
     src: str,
     dst: str,
     drop_prefixes: Sequence[str] = INFERENCE_IGNORED_PREFIXES,
+    trust: bool = False,
+    check_model: Optional[nn.Module] = None,
 ) -> dict:
     """Turn a training checkpoint into a shareable weights-only file.
 
@@ -473,6 +733,12 @@ def publish_weights(
         drop_prefixes (Sequence[str]): Keys starting with these are left out
             (default: the ID classifiers under ``losses.``, which search does
             not use). Pass ``()`` to keep every weight.
+        trust (bool): Unpickle ``src`` in full, for a file the user trusts
+            (see :func:`load_checkpoint_file`). Defaults to False.
+        check_model (nn.Module, optional): A model built from the config the
+            checkpoint was trained with: every key must fit it (besides the
+            training-only ones under :data:`INFERENCE_IGNORED_PREFIXES`), or
+            nothing is written.
 
     Returns:
         dict: ``path`` (the final file), ``sha256``, ``num_tensors`` (kept)
@@ -481,8 +747,11 @@ def publish_weights(
     Raises:
         FileNotFoundError: ``src`` does not exist.
         FileExistsError: the output (or its hashed name) exists already.
+        UnsafeCheckpointError: unpickling ``src`` could run code.
         ValueError: ``src`` is not a training checkpoint, or ``dst`` has an
             unsupported extension.
+        CheckpointMismatchError: ``check_model`` is given and the keys do not
+            fit it.
 
     Example:
         >>> publish_weights('work_dirs/tbps_synth/epoch_9.pth',
@@ -504,7 +773,9 @@ def publish_weights(
             'the training checkpoint tools/train.py wrote (epoch_N.pth, best_*.pth)'
         )
     try:
-        checkpoint = load_training_checkpoint(src)
+        checkpoint = load_training_checkpoint(src, trust=trust)
+    except (UnsafeCheckpointError, FileNotFoundError):
+        raise
     except Exception as err:  # noqa: BLE001 - any unreadable file: one clear error
         raise ValueError(
             f'"{src}" is not a checkpoint torch can read, so not a training '
@@ -523,6 +794,15 @@ def publish_weights(
             'a published or weights-only file needs no publishing'
         )
     state_dict = _as_state_dict(checkpoint['state_dict'], f'"{src}"')
+    if not state_dict:
+        raise CheckpointMismatchError(f'checkpoint "{src}" holds no weights')
+    if check_model is not None:
+        check_checkpoint_keys(
+            check_model.state_dict().keys(),
+            state_dict.keys(),
+            f'"{src}"',
+            ignore_prefixes=INFERENCE_IGNORED_PREFIXES,
+        )
     prefixes = tuple(drop_prefixes)
     kept = {
         k: v.detach().cpu().contiguous()

@@ -3,16 +3,15 @@
 The analyses in this folder look inside a trained model or a dataset rather
 than measure speed. They share:
 
-- :func:`load_model`: the config's model (built by the registry) with a
-  training checkpoint or a published weights file loaded through
-  :mod:`tbps_mm.models.checkpoint`;
+- :func:`load_model`: the config's model with its checkpoint (a training
+  checkpoint or a published one, read without running code from it unless
+  ``--trust-checkpoint``), from ``tbps_mm.apis.init_model``;
 - :func:`checkpoint_parser` / :func:`encode_checkpoint`: the command line of
   the analyses of a trained part model, and its split encoded;
 - :func:`build_split_loader` / :func:`encode_split`: an evaluation split,
   built from the config's ``test_dataloader`` by MMEngine's
-  ``Runner.build_dataloader``, encoded once with the model's own
-  ``encode_image`` / ``encode_text`` (which return the part attention that
-  ``predict`` leaves out);
+  ``Runner.build_dataloader``, encoded once by ``tbps_mm.apis.FusedEncoder``
+  (whose results keep the part attention that ``predict`` leaves out);
 - :func:`patch_part_shares` / :func:`localisation_table`: SynthPedes' part
   masks on the attention grid, and which body part each query attends to;
 - :func:`load_attributes`: SynthPedes' ground-truth attribute table;
@@ -36,16 +35,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import mmengine
 import numpy as np
 import torch
-from mmengine.config import Config, DictAction
-from mmengine.registry import init_default_scope
+from mmengine.config import Config
 from mmengine.runner import Runner
 from PIL import Image
 
 import tbps_mm  # noqa: F401  (registers every component)
+from tbps_mm.apis import FusedEncoder, init_model
 from tbps_mm.datasets.synthpedes.attributes import PART_NAMES
-from tbps_mm.engine import load_config
-from tbps_mm.models.checkpoint import load_tbps_weights, load_training_checkpoint
-from tbps_mm.registry import MODELS
+from tbps_mm.engine import add_checkpoint_args, load_config
 
 #: Mask values of SynthPedes part masks (0 is background) and the body parts.
 MASK_PARTS: Tuple[str, ...] = tuple(PART_NAMES)
@@ -53,15 +50,21 @@ BODY_PARTS: Tuple[str, ...] = MASK_PARTS[1:]
 
 
 def load_model(
-    config: str, checkpoint: str, cfg_options: Optional[dict] = None
+    config: str,
+    checkpoint: str,
+    cfg_options: Optional[dict] = None,
+    trust_checkpoint: bool = False,
 ) -> Tuple[Config, torch.nn.Module]:
-    """Build the config's model and load a checkpoint into it (strictly).
+    """Build the config's model and load a checkpoint into it (strictly,
+    the training-only ``losses.`` keys aside).
 
     Args:
         config (str): The config the checkpoint was trained with.
         checkpoint (str): A training checkpoint (``epoch_N.pth``) or a
-            weights-only file (``.safetensors`` / state dict).
+            published file (``.safetensors`` / state dict).
         cfg_options (dict, optional): ``--cfg-options`` overrides.
+        trust_checkpoint (bool): Unpickle the checkpoint in full
+            (``--trust-checkpoint``), for a file the user trusts.
 
     Returns:
         tuple: ``(cfg, model)``, the model in eval mode on the CPU.
@@ -69,12 +72,11 @@ def load_model(
     Raises:
         CheckpointMismatchError: The checkpoint does not fit the config (every
             misfit key named).
+        UnsafeCheckpointError: Reading the checkpoint could run code and
+            ``trust_checkpoint`` is False.
     """
     cfg = load_config(config, cfg_options)
-    init_default_scope(cfg.get('default_scope', 'tbps_mm'))
-    model = MODELS.build(cfg.model)
-    load_tbps_weights(model, load_training_checkpoint(checkpoint))
-    return cfg, model.eval()
+    return cfg, init_model(cfg, checkpoint, trust_checkpoint=trust_checkpoint)
 
 
 def checkpoint_parser(description: str) -> argparse.ArgumentParser:
@@ -85,16 +87,13 @@ def checkpoint_parser(description: str) -> argparse.ArgumentParser:
 
     Returns:
         argparse.ArgumentParser: ``config``, ``checkpoint``, ``--split``,
-        ``--out`` and ``--cfg-options``; scripts add their own.
+        ``--out``, ``--trust-checkpoint`` and ``--cfg-options``; scripts add
+        their own.
     """
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument('config', help='the config the checkpoint was trained with')
-    parser.add_argument('checkpoint', help='training checkpoint (epoch_N.pth)')
+    add_checkpoint_args(parser, 'the config the checkpoint was trained with')
     parser.add_argument('--split', default='test', choices=['val', 'test'])
     parser.add_argument('--out', help='write the table and numbers as JSON here')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, help='config overrides'
-    )
     return parser
 
 
@@ -105,7 +104,7 @@ def encode_checkpoint(
 
     Args:
         args (argparse.Namespace): ``config``, ``checkpoint``, ``split``,
-            ``cfg_options``.
+            ``cfg_options``, ``trust_checkpoint``.
 
     Returns:
         tuple: ``(cfg, model, encoded)``, ``encoded`` as :func:`encode_split`
@@ -115,7 +114,12 @@ def encode_checkpoint(
         ValueError: The model has no part queries (K = 0), or its image
             encoder gives no token grid: there is no part attention to map.
     """
-    cfg, model = load_model(args.config, args.checkpoint, args.cfg_options)
+    cfg, model = load_model(
+        args.config,
+        args.checkpoint,
+        args.cfg_options,
+        trust_checkpoint=getattr(args, 'trust_checkpoint', False),
+    )
     if model.num_parts == 0:
         raise ValueError(
             f'{args.config}: the model has no part queries (K = 0); this '
@@ -146,7 +150,6 @@ def build_split_loader(cfg: Config, split: str = 'test'):
     return Runner.build_dataloader(loader_cfg)
 
 
-@torch.no_grad()
 def encode_split(model, loader) -> Dict:
     """Encode every gallery image and caption of an evaluation loader.
 
@@ -160,36 +163,21 @@ def encode_split(model, loader) -> Dict:
         ``person_id``, ``image_id`` (G,); ``texts``: ``part_embeds``
         (Q, K, D), ``person_id``, ``image_id`` (Q,).
     """
-    images: Dict[str, List] = dict(
-        part_embeds=[], attn=[], img_path=[], person_id=[], image_id=[]
-    )
-    texts: Dict[str, List] = dict(part_embeds=[], person_id=[], image_id=[])
-    attn_hw = None
-    for batch in loader:
-        data = model.data_preprocessor(batch, False)
-        inputs, samples = data['inputs'], data['data_samples']
-        if inputs.get('images') is not None:
-            enc = model.encode_image(inputs['images'])
-            attn_hw = enc['attn_hw']
-            images['part_embeds'].append(enc['part_embeds'])
-            images['attn'].append(enc['attn'])
-            for i in inputs['image_index'].tolist():
-                images['img_path'].append(samples[i].img_path)
-                images['person_id'].append(int(samples[i].person_id))
-                images['image_id'].append(int(samples[i].image_id))
-        if inputs.get('text_ids') is not None:
-            enc = model.encode_text(inputs['text_ids'], inputs['text_mask'])
-            texts['part_embeds'].append(enc['part_embeds'])
-            for i in inputs['text_index'].tolist():
-                texts['person_id'].append(int(samples[i].person_id))
-                texts['image_id'].append(int(samples[i].image_id))
-    for side in (images, texts):
-        for key, value in side.items():
-            if value and isinstance(value[0], torch.Tensor):
-                side[key] = torch.cat(value)
-            elif key in ('person_id', 'image_id'):
-                side[key] = np.asarray(value, dtype=np.int64)
-    images['attn_hw'] = attn_hw
+    # The loader pre-processes: the encoder needs no pipeline of its own.
+    encoded = FusedEncoder(model, pipeline=[]).encode_loader(loader)
+
+    def side(out: Dict, keys: Sequence[str]) -> Tuple[Dict, List]:
+        samples = out['data_samples']
+        result = {key: out[key] for key in keys}
+        for name in ('person_id', 'image_id'):
+            result[name] = np.asarray(
+                [int(getattr(s, name)) for s in samples], dtype=np.int64
+            )
+        return result, samples
+
+    images, samples = side(encoded['images'], ('part_embeds', 'attn', 'attn_hw'))
+    images['img_path'] = [s.img_path for s in samples]
+    texts, _ = side(encoded['texts'], ('part_embeds',))
     return dict(data_root=loader.dataset.data_root, images=images, texts=texts)
 
 

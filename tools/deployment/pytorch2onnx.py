@@ -8,7 +8,9 @@ captions) and ``deploy.json`` into OUT_DIR, with a dynamic batch and, on the
 text side, a dynamic caption length. It then runs onnxruntime and PyTorch on
 the same random inputs (batches of 1 and 5, captions of several lengths),
 prints the largest difference of every output and exits with status 1 when
-one exceeds ``--tolerance``.
+one exceeds ``--tolerance``. The model comes from ``tbps_mm.apis.init_model``;
+the parity check compares the two encoder backends search uses
+(``PyTorchEncoder`` and ``ONNXRuntimeEncoder``).
 
 Examples:
     python tools/deployment/pytorch2onnx.py configs/tbps_synth.py \\
@@ -20,28 +22,18 @@ Examples:
 import argparse
 import sys
 
-from mmengine.config import DictAction
-
 import tbps_mm  # noqa: F401  (registers every component)
+from tbps_mm.apis import init_model
 from tbps_mm.deployment import check_onnx_parity, export_onnx, image_size_from_config
-from tbps_mm.engine import LaunchError, load_config
-from tbps_mm.models.checkpoint import (
-    INFERENCE_IGNORED_PREFIXES,
-    CheckpointMismatchError,
-    file_sha256,
-    load_tbps_weights,
-)
-from tbps_mm.registry import MODELS
+from tbps_mm.engine import LaunchError, add_checkpoint_args, load_config
+from tbps_mm.models.checkpoint import CheckpointMismatchError, file_sha256
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Export a tbps_mm model to two ONNX graphs and check them'
     )
-    parser.add_argument('config', help='model config file')
-    parser.add_argument(
-        'checkpoint', help='weights-only checkpoint (.safetensors or state dict)'
-    )
+    add_checkpoint_args(parser)
     parser.add_argument('out_dir', help='folder for the graphs and deploy.json')
     parser.add_argument(
         '--image-size',
@@ -62,12 +54,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=1e-4,
         help='largest allowed |onnxruntime - PyTorch| (fp32)',
     )
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, e.g. model.text_encoder.pretrained=DIR',
-    )
     return parser.parse_args(argv)
 
 
@@ -81,10 +67,7 @@ def main(argv=None) -> int:
                 f'config "{args.config}" names no image size (no Resize in its '
                 'test pipeline, no image_encoder.img_size): pass --image-size H W'
             )
-        model = MODELS.build(cfg.model)
-        load_tbps_weights(
-            model, args.checkpoint, ignore_prefixes=INFERENCE_IGNORED_PREFIXES
-        )
+        model = init_model(cfg, args.checkpoint, trust_checkpoint=args.trust_checkpoint)
     except (LaunchError, FileNotFoundError, ValueError, CheckpointMismatchError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2

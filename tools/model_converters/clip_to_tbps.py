@@ -4,10 +4,11 @@ Usage::
 
     python tools/model_converters/clip_to_tbps.py SRC OUT_DIR \
         [--vision-heads N] [--text-heads N] [--format pth|safetensors] \
-        [--tokenizer DIR]
+        [--tokenizer DIR] [--trust-checkpoint]
 
 ``SRC`` is a local OpenAI-CLIP checkpoint (the ``ViT-B-16.pt`` TorchScript
-archive, or a plain state dict with the same keys) or a local transformers
+archive, which runs code when loaded and so needs ``--trust-checkpoint``, or a
+plain state dict with the same keys) or a local transformers
 CLIP folder (``config.json`` + weights, as written by ``save_pretrained``).
 Nothing is downloaded. ``OUT_DIR`` receives:
 
@@ -47,6 +48,7 @@ import os
 import os.path as osp
 import re
 import shutil
+import sys
 import warnings
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
@@ -54,7 +56,12 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from tbps_mm.models.checkpoint import read_weights_file, save_weights_file
+from tbps_mm.models.checkpoint import (
+    TRUST_CHECKPOINT_HELP,
+    UnsafeCheckpointError,
+    read_weights_file,
+    save_weights_file,
+)
 
 TOKENIZER_FILES = (
     'tokenizer.json',
@@ -213,15 +220,39 @@ def openai_configs(
     return vision, text, state_dict['text_projection'].shape[1]
 
 
-def read_openai(path: str) -> Dict[str, Tensor]:
-    """Read an OpenAI-CLIP TorchScript archive or plain state dict."""
-    try:
-        with warnings.catch_warnings():
-            # OpenAI ships TorchScript archives; torch deprecates reading them.
-            warnings.simplefilter('ignore', FutureWarning)
-            state_dict = torch.jit.load(path, map_location='cpu').state_dict()
-    except RuntimeError:
+def _is_torchscript(path: str) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip with a ``code/`` part)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any('/code/' in name for name in archive.namelist())
+
+
+def read_openai(path: str, trust: bool = False) -> Dict[str, Tensor]:
+    """Read an OpenAI-CLIP TorchScript archive or plain state dict.
+
+    A plain state dict is read through ``read_weights_file`` (never runs
+    code). Loading a TorchScript archive runs the TorchScript it holds, so
+    it needs ``trust=True`` (``--trust-checkpoint``), for a file the user
+    trusts, such as OpenAI's own ``ViT-B-16.pt``.
+    """
+    if not _is_torchscript(path):
         state_dict = read_weights_file(path)
+        return {
+            k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()
+        }
+    if not trust:
+        raise UnsafeCheckpointError(
+            f'"{path}" is a TorchScript archive: loading it runs the TorchScript '
+            "code it holds. If you trust the file (e.g. OpenAI's own download, "
+            'checked against its published SHA-256), pass --trust-checkpoint.'
+        )
+    with warnings.catch_warnings():
+        # OpenAI ships TorchScript archives; torch deprecates reading them.
+        warnings.simplefilter('ignore', FutureWarning)
+        state_dict = torch.jit.load(path, map_location='cpu').state_dict()
     return {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
 
 
@@ -426,8 +457,12 @@ def convert(
     text_heads: Optional[int] = None,
     fmt: str = 'pth',
     tokenizer_dir: Optional[str] = None,
+    trust: bool = False,
 ) -> dict:
-    """Convert ``src`` into ``out_dir`` (see the module doc); return the meta."""
+    """Convert ``src`` into ``out_dir`` (see the module doc); return the meta.
+
+    ``trust`` allows a TorchScript archive (see :func:`read_openai`).
+    """
     from transformers import CLIPTextConfig, CLIPTextModel
 
     if not osp.exists(src):
@@ -438,7 +473,7 @@ def convert(
         hf_state, vision_cfg, text_cfg, embed_dims = read_hf_folder(src)
         source_kind = 'transformers'
     elif osp.isfile(src):
-        openai_state = read_openai(src)
+        openai_state = read_openai(src, trust=trust)
         vision_cfg, text_cfg, embed_dims = openai_configs(
             openai_state, vision_heads, text_heads
         )
@@ -562,19 +597,27 @@ def parse_args() -> argparse.Namespace:
         help='transformers CLIP tokenizer folder to copy (default: the source '
         "folder's, else built from open-clip-torch's copy of CLIP's BPE merges)",
     )
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true', help=TRUST_CHECKPOINT_HELP
+    )
     return parser.parse_args()
 
 
-def main() -> None:
+def main() -> int:
     args = parse_args()
-    meta = convert(
-        args.src,
-        args.out_dir,
-        args.vision_heads,
-        args.text_heads,
-        args.format,
-        args.tokenizer,
-    )
+    try:
+        meta = convert(
+            args.src,
+            args.out_dir,
+            args.vision_heads,
+            args.text_heads,
+            args.format,
+            args.tokenizer,
+            trust=args.trust_checkpoint,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     print(
         f'wrote {osp.join(args.out_dir, meta["weights"])} and '
         f'{osp.join(args.out_dir, "text_encoder")}'
@@ -582,7 +625,8 @@ def main() -> None:
     print('image encoder: ' + json.dumps(meta['image_encoder']))
     print('head: ' + json.dumps(meta['head']))
     print('tokenizer: ' + json.dumps(meta['tokenizer']))
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -17,22 +17,37 @@ Only the inferencer's public entry points are used (``paths``, ``search``,
 ``explain``, ``draw_explanation``), so any index behind them serves the page.
 Images are served by their index id only: the client never names a file, so
 no request can reach a file that is not an indexed image. Every bad request
-(an empty or overlong query, a bad page, an unknown id, an unknown route)
-gets a 4xx status and a JSON ``detail`` sentence that the page shows.
+(an empty or overlong query, a bad page, an unknown id, an unknown route, a
+method other than GET / HEAD) gets a 4xx status and a JSON ``detail``
+sentence that the page shows; nothing is answered as text. Ids, offsets and
+limits are whole numbers in ASCII digits only (``int()`` would also take
+other scripts' digits) and bounded. A URL longer than :data:`MAX_URL_CHARS`
+is answered 414 and a request with a body over :data:`MAX_BODY_BYTES` (no
+route takes one) 413, before any route runs. The OpenAPI schema and docs
+pages are off unless ``api_docs=True`` (``tools/serve.py --api-docs``).
 """
 
 import base64
 import io
 import os.path as osp
+import re
 import threading
 from importlib import resources
 from typing import Optional
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ['create_app', 'SearchRequestError', 'MAX_QUERY_CHARS']
+__all__ = [
+    'create_app',
+    'parse_whole_number',
+    'SearchRequestError',
+    'MAX_BODY_BYTES',
+    'MAX_QUERY_CHARS',
+    'MAX_URL_CHARS',
+]
 
 #: Longest query accepted, in characters (captions in the field run to ~100
 #: words; far longer text is not a person description).
@@ -40,6 +55,14 @@ MAX_QUERY_CHARS = 500
 #: Results per page, and the most one request may ask for.
 PAGE_SIZE = 12
 MAX_PAGE_SIZE = 100
+#: Longest request target (path and query string) accepted, in bytes: a
+#: query of MAX_QUERY_CHARS characters fits even fully percent-encoded.
+MAX_URL_CHARS = 8192
+#: Largest request body accepted (no route reads one).
+MAX_BODY_BYTES = 1024
+#: Most digits an id, offset or limit may have.
+MAX_DIGITS = 9
+_ASCII_DIGITS = re.compile(f'[0-9]{{1,{MAX_DIGITS}}}')
 IMAGE_MEDIA_TYPES = {
     '.jpg': 'image/jpeg',
     '.jpeg': 'image/jpeg',
@@ -50,6 +73,32 @@ IMAGE_MEDIA_TYPES = {
     '.tiff': 'image/tiff',
     '.ppm': 'image/x-portable-pixmap',
 }
+
+
+def parse_whole_number(text: Optional[str]) -> Optional[int]:
+    """``text`` as a whole number, or None unless it is 1-9 ASCII digits.
+
+    ``str.isdigit`` and ``int`` accept other scripts' digits (Arabic-Indic,
+    full-width), and ``isdigit`` also superscripts, which ``int`` refuses;
+    the page's numbers are ASCII only.
+
+    Args:
+        text (str, optional): The request's value.
+
+    Returns:
+        int | None: The number, or None for anything else.
+
+    Example:
+        >>> parse_whole_number('12'), parse_whole_number('-1')
+        (12, None)
+    """
+    if text is None or not _ASCII_DIGITS.fullmatch(text):
+        return None
+    return int(text)
+
+
+def _json_error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content=dict(detail=detail))
 
 
 class SearchRequestError(Exception):
@@ -68,7 +117,7 @@ class SearchRequestError(Exception):
 
 def _page_html() -> str:
     return (
-        resources.files('tbps_mm.apis')
+        resources.files('tbps_mm_serve')
         .joinpath('static', 'search_page.html')
         .read_text(encoding='utf-8')
     )
@@ -79,6 +128,7 @@ def create_app(
     max_query_chars: int = MAX_QUERY_CHARS,
     page_size: int = PAGE_SIZE,
     title: Optional[str] = None,
+    api_docs: bool = False,
 ) -> FastAPI:
     """Build the search application over an indexed inferencer.
 
@@ -87,6 +137,8 @@ def create_app(
         max_query_chars (int): Longest query accepted. Defaults to 500.
         page_size (int): Results per page the page asks for. Defaults to 12.
         title (str, optional): Shown in the page's heading.
+        api_docs (bool): Also serve the OpenAPI schema (``/openapi.json``)
+            and its ``/docs`` page. Defaults to False.
 
     Returns:
         FastAPI: The application (run it with ``uvicorn.run(app, ...)``).
@@ -102,7 +154,15 @@ def create_app(
     """
     if not inferencer.paths:
         raise ValueError('the inferencer has no indexed image: call index(dir) first')
-    app = FastAPI(title='tbps_mm search', docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title='tbps_mm search',
+        openapi_url='/openapi.json' if api_docs else None,
+        docs_url='/docs' if api_docs else None,
+        redoc_url=None,
+    )
+    routes = '/, /api/search, /api/explain, /api/image/<id> of indexed images'
+    if api_docs:
+        routes += ', /docs, /openapi.json'
     # The model and its tokenizer are not meant for concurrent calls.
     lock = threading.Lock()
     page = _page_html().replace('{{TITLE}}', title or 'tbps_mm person search')
@@ -124,13 +184,14 @@ def create_app(
 
     def check_id(image_id: str) -> int:
         count = len(inferencer.paths)
-        if not image_id.isdigit() or int(image_id) >= count:
+        index = parse_whole_number(image_id)
+        if index is None or index >= count:
             raise SearchRequestError(
                 404,
-                f'Unknown image id {image_id!r}: ids are 0 to {count - 1}, '
+                f'Unknown image id {image_id[:40]!r}: ids are 0 to {count - 1}, '
                 'as the search results give them.',
             )
-        return int(image_id)
+        return index
 
     def result(index: int, score: float) -> dict:
         return dict(
@@ -140,20 +201,55 @@ def create_app(
             image_url=f'/api/image/{index}',
         )
 
+    @app.middleware('http')
+    async def limit_request_size(request: Request, call_next):
+        scope = request.scope
+        target = len(scope.get('raw_path') or b'') + len(scope.get('query_string', b''))
+        if target > MAX_URL_CHARS:
+            return _json_error(
+                414,
+                f'The URL is {target} bytes long; at most {MAX_URL_CHARS} are '
+                'accepted.',
+            )
+        length = request.headers.get('content-length')
+        chunked = 'chunked' in request.headers.get('transfer-encoding', '').lower()
+        size = parse_whole_number(length) if length is not None else 0
+        if chunked or size is None or size > MAX_BODY_BYTES:
+            return _json_error(
+                413,
+                f'The request body is too large: at most {MAX_BODY_BYTES} bytes '
+                '(no route takes a body).',
+            )
+        return await call_next(request)
+
     @app.exception_handler(SearchRequestError)
     async def bad_request(request: Request, err: SearchRequestError):
-        return JSONResponse(status_code=err.status, content=dict(detail=err.message))
+        return _json_error(err.status, err.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError):
+        problems = '; '.join(
+            '.'.join(str(p) for p in e.get('loc', ())) + ': ' + str(e.get('msg', ''))
+            for e in err.errors()[:5]
+        )
+        return _json_error(400, f'Bad request: {problems}.')
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException):
-        detail = err.detail
+        detail = str(err.detail)
         if err.status_code == 404:
             detail = (
-                f'Nothing is served at {request.url.path}: this server answers '
-                '/, /api/search, /api/explain and /api/image/<id> of indexed '
-                'images only.'
+                f'Nothing is served at {request.url.path[:200]}: this server '
+                f'answers {routes} only.'
             )
-        return JSONResponse(status_code=err.status_code, content=dict(detail=detail))
+        elif err.status_code == 405:
+            detail = f'{request.method[:20]} is not allowed here: the page answers GET.'
+        return _json_error(err.status_code, detail)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, err: Exception):
+        # A bug, not a bad request: still JSON, and no internals.
+        return _json_error(500, 'The server failed to answer this request.')
 
     @app.get('/', response_class=HTMLResponse)
     def index_page() -> HTMLResponse:
@@ -162,16 +258,20 @@ def create_app(
     @app.get('/api/search')
     def search(q: Optional[str] = None, offset: str = '0', limit: str = '') -> dict:
         query = check_query(q)
-        if not offset.isdigit():
+        start = parse_whole_number(offset)
+        if start is None:
             raise SearchRequestError(
-                400, f'offset must be a whole number >= 0, got {offset!r}.'
+                400,
+                f'offset must be a whole number from 0 to {10**MAX_DIGITS - 1} '
+                f'in ASCII digits, got {offset[:40]!r}.',
             )
-        limit = limit or str(page_size)
-        if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE_SIZE:
+        count = parse_whole_number(limit or str(page_size))
+        if count is None or not 1 <= count <= MAX_PAGE_SIZE:
             raise SearchRequestError(
-                400, f'limit must be a whole number from 1 to {MAX_PAGE_SIZE}.'
+                400,
+                f'limit must be a whole number from 1 to {MAX_PAGE_SIZE} in '
+                f'ASCII digits, got {limit[:40]!r}.',
             )
-        start, count = int(offset), int(limit)
         total = len(inferencer.paths)
         ranked = []
         if start < total:

@@ -34,7 +34,7 @@ setup(
     python_requires='>=3.9',
     packages=find_packages(include=['tbps_mm', 'tbps_mm.*', 'tbps_mm_serve']),
     include_package_data=True,
-    package_data={'tbps_mm_serve': ['static/*.html']},
+    package_data={'tbps_mm_serve': ['static/*.html', 'static/*.css', 'static/*.js']},
     install_requires=read_requirements('runtime.txt'),
     extras_require={
         'deploy': read_requirements('deploy.txt'),

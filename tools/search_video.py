@@ -22,44 +22,21 @@ Examples:
 """
 
 import argparse
-import csv
-import json
 import os
 import os.path as osp
 import shutil
 import sys
-from datetime import datetime, time
+from datetime import time
 
 import tbps_mm  # noqa: F401  (registers every component)
 from tbps_mm.apis import FusedEncoder, TrackGallery, track_encoders
+from tbps_mm.apis.track_export import parse_time_bound, tracks_csv, tracks_json
 from tbps_mm.engine import (
     LaunchError,
     add_inference_args,
     inference_options,
     load_config,
 )
-
-#: The columns of a CSV export (a JSON export holds every record field).
-CSV_FIELDS = (
-    'rank', 'score', 'key', 'camera', 'start_time', 'end_time', 'start', 'end',
-    'first_frame', 'last_frame', 'best_frame', 'max_score', 'video', 'crop_path',
-)  # fmt: skip
-
-
-def parse_time(text: str, flag: str):
-    """``HH:MM[:SS]`` -> ``datetime.time``; ISO date and time -> ``datetime``."""
-    for fmt in ('%H:%M', '%H:%M:%S'):
-        try:
-            return datetime.strptime(text, fmt).time()
-        except ValueError:
-            pass
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f'{flag} must be HH:MM, HH:MM:SS or an ISO date and time '
-            f'(2025-06-02T10:00:00), got {text!r}'
-        ) from None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -87,18 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def export(hits, path: str) -> None:
     """Write ``hits`` to ``path`` (.csv: one row per hit; .json: records)."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    if path.lower().endswith('.json'):
-        with open(path, 'w', encoding='utf-8') as f:
-            json.dump(hits, f, indent=1)
-            f.write('\n')
-        return
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    text = tracks_json(hits) if path.lower().endswith('.json') else tracks_csv(hits)
     with open(path, 'w', encoding='utf-8', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction='ignore')
-        writer.writeheader()
-        for hit in hits:
-            writer.writerow(hit)
+        f.write(text)
 
 
 def main(argv=None) -> int:
@@ -119,9 +88,9 @@ def main(argv=None) -> int:
         return 2
     try:
         time_from = (
-            parse_time(args.time_from, '--time-from') if args.time_from else None
+            parse_time_bound(args.time_from, '--time-from') if args.time_from else None
         )
-        time_to = parse_time(args.time_to, '--time-to') if args.time_to else None
+        time_to = parse_time_bound(args.time_to, '--time-to') if args.time_to else None
         both = time_from is not None and time_to is not None
         if both and isinstance(time_from, time) != isinstance(time_to, time):
             raise ValueError(
@@ -137,7 +106,7 @@ def main(argv=None) -> int:
         _, encode_text, fingerprint = track_encoders(encoder)
         gallery = TrackGallery.open(args.index, fingerprint)
         if args.similar_to is not None:
-            if args.similar_to not in gallery.records:
+            if args.similar_to not in gallery:
                 raise ValueError(
                     f'track "{args.similar_to}" is not in "{args.index}" (use a key '
                     'printed by a search)'

@@ -156,6 +156,9 @@ class TrackGallery:
     def __len__(self) -> int:
         return len(self.records)
 
+    def __contains__(self, key: str) -> bool:
+        return key in self.records
+
     @property
     def crop_dir(self) -> str:
         """Where the representative crops are saved (beside the file)."""
@@ -198,6 +201,11 @@ class TrackGallery:
             if crop and osp.isfile(osp.join(self.crop_dir, crop)):
                 os.remove(osp.join(self.crop_dir, crop))
         return len(keys)
+
+    def record(self, key: str) -> Optional[dict]:
+        """One track's record (None for a key the gallery does not hold)."""
+        record = self.records.get(key)
+        return None if record is None else dict(record)
 
     def vectors(self, keys: Sequence[str]) -> np.ndarray:
         """The vectors of tracks (for "find similar").
@@ -256,6 +264,15 @@ class TrackGallery:
         """
         if topk < 1:
             raise ValueError(f'topk must be >= 1, got {topk}')
+        if (
+            time_from is not None
+            and time_to is not None
+            and isinstance(time_from, datetime) != isinstance(time_to, datetime)
+        ):
+            raise ValueError(
+                'time_from and time_to must both be times of day or both full '
+                f'dates and times, got {time_from!r} and {time_to!r}'
+            )
         if (
             time_from is not None
             and time_to is not None

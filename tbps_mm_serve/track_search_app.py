@@ -36,7 +36,12 @@ import numpy as np
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from tbps_mm.apis.track_export import parse_time_bound, tracks_csv, tracks_json
+from tbps_mm.apis.track_export import (
+    TRACK_CSV_FIELDS,
+    parse_time_bound,
+    tracks_csv,
+    tracks_json,
+)
 
 from .search_app import (
     MAX_PAGE_SIZE,
@@ -56,6 +61,10 @@ MAX_CAMERAS = 64
 MAX_KEY_CHARS = 128
 #: Most tracks one export holds.
 MAX_EXPORT = 1000
+# The CSV columns of an export: the crop by URL, not by server path.
+_CSV_FIELDS = tuple(
+    'crop_url' if name == 'crop_path' else name for name in TRACK_CSV_FIELDS
+)
 
 
 class TrackRequest:
@@ -240,7 +249,7 @@ def create_track_app(
             )
         results = ranked(request, MAX_EXPORT)['results']
         if format == 'csv':
-            body, media = tracks_csv(results), 'text/csv; charset=utf-8'
+            body, media = tracks_csv(results, _CSV_FIELDS), 'text/csv; charset=utf-8'
         else:
             body, media = tracks_json(results), 'application/json'
         return Response(

@@ -92,7 +92,8 @@ def test_export_and_crops(app_setup, track_setup):
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert [r['key'] for r in rows] == _keys(shown) and rows
     assert all(r['camera'] == '1' for r in rows)
-    assert rows[0]['video'] == 'cam1.mp4' and rows[0]['crop_path'] == ''
+    assert rows[0]['video'] == 'cam1.mp4' and 'crop_path' not in rows[0]
+    assert rows[0]['crop_url'] == shown[0]['crop_url']
     exported = client.get('/api/export', params=dict(params, format='json')).json()
     assert _keys(exported) == _keys(shown)
     assert exported[0]['boxes'] == gallery.record(exported[0]['key'])['boxes']

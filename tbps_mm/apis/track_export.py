@@ -59,10 +59,19 @@ def parse_time_bound(text: str, name: str = 'time') -> Union[time, datetime]:
         ) from None
 
 
-def tracks_csv(hits: Sequence[dict]) -> str:
-    """One CSV row per track (:data:`TRACK_CSV_FIELDS`), with a header."""
+def tracks_csv(hits: Sequence[dict], fields: Sequence[str] = TRACK_CSV_FIELDS) -> str:
+    """One CSV row per track, with a header.
+
+    Args:
+        hits (Sequence[dict]): Track search results.
+        fields (Sequence[str]): The columns. Defaults to
+            :data:`TRACK_CSV_FIELDS`.
+
+    Returns:
+        str: The CSV text.
+    """
     out = io.StringIO(newline='')
-    writer = csv.DictWriter(out, fieldnames=TRACK_CSV_FIELDS, extrasaction='ignore')
+    writer = csv.DictWriter(out, fieldnames=list(fields), extrasaction='ignore')
     writer.writeheader()
     for hit in hits:
         writer.writerow(hit)

@@ -61,7 +61,7 @@ RESULTS = osp.join(REPO, 'benchmarks', 'results')
 RUNS = osp.join(RESULTS, 'families_runs')
 CALIBRATION = osp.join(RESULTS, 'families_calibration.json')
 CONFIG = 'configs/ablations/synth_families.py'
-EPOCHS = 4
+EPOCHS = 3
 PRIMARY = 't2i-family/R1'
 
 # arm -> (label, --cfg-options); the fixed arm's margin is added at run time.
@@ -350,7 +350,8 @@ def calibrate(args) -> int:
     """Run the pair arm on another seed's data; record its mean kept margin."""
     margins = []
     for seed in args.seeds:
-        path = run_path('pair', seed, osp.join(RESULTS, 'families_calibration_runs'))
+        folder = osp.join(RESULTS, 'families_calibration_runs', f'e{args.epochs}')
+        path = run_path('pair', seed, folder)
         if osp.exists(path) and not args.force:
             with open(path) as f:
                 record = json.load(f)
@@ -383,6 +384,23 @@ def calibrate(args) -> int:
     return 0
 
 
+def fixed_margin(args) -> Optional[float]:
+    """``--fixed-margin``, else the calibration's (read when a fixed run
+    starts, so a sweep started beside the calibration picks it up)."""
+    if args.fixed_margin is not None:
+        return args.fixed_margin
+    if not osp.exists(CALIBRATION):
+        return None
+    with open(CALIBRATION) as f:
+        calibration = json.load(f)
+    if calibration.get('epochs') != args.epochs:
+        raise SystemExit(
+            f'error: {CALIBRATION} was measured at {calibration.get("epochs")} '
+            f'epochs, the sweep runs {args.epochs}: run --calibrate again'
+        )
+    return calibration['fixed_margin']
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--arms', nargs='+', default=list(ARMS), choices=list(ARMS))
@@ -409,10 +427,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.calibrate:
         return calibrate(args)
-    margin = args.fixed_margin
-    if margin is None and osp.exists(CALIBRATION):
-        with open(CALIBRATION) as f:
-            margin = json.load(f)['fixed_margin']
     failures = []
     if not args.report_only:
         for seed in args.seeds:
@@ -420,6 +434,7 @@ def main(argv=None) -> int:
                 path = run_path(arm, seed)
                 if osp.exists(path) and not args.force:
                     continue
+                margin = fixed_margin(args) if arm == 'fixed' else None
                 try:
                     record = run_one(
                         arm,

@@ -9,7 +9,7 @@
 # The metric adds the within-family numbers (t2i-family/R1: each query ranks
 # only its family's 16 gallery images, chance 25 %).
 #
-# Small enough for under one CPU-minute per run (4 epochs, 200 steps): 520
+# Small enough for under one CPU-minute per run (3 epochs, 150 steps): 520
 # identities (400 / 40 / 80 in train / val / test: 100 / 10 / 20 families),
 # 64x24 crops, a 64-d text encoder and a 1-layer part decoder (the text side
 # and the decoder, not the image size, dominate the step cost). K = 5 part queries, one per body part, so that the oracle

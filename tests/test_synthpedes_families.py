@@ -341,3 +341,27 @@ def test_kept_margin_is_logged_on_request():
     silent = CommonalityMarginRankingLoss(negatives=2)
     silent(parts, parts.clone(), labels)
     assert silent.last_stats == {}
+
+
+def load_tool(relpath):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tool_writes_families_and_refuses_bad_ones(tmp_path, capsys):
+    tool = load_tool('tools/dataset_converters/make_synthpedes.py')
+    common = ['--size', 'tiny', '--images-per-id', '1', '--image-size', '48', '16']
+    code = tool.main([str(tmp_path / 'f'), *common, '--families', '4', '--no-progress'])
+    assert code == 0
+    assert 'families of 4' in capsys.readouterr().out
+    assert read_synthpedes_meta(str(tmp_path / 'f'))['families'] == 4
+    code = tool.main([str(tmp_path / 'g'), *common, '--families', '7', '--no-progress'])
+    assert code == 1
+    assert 'error: families must be between 2 and 5' in capsys.readouterr().err
+    assert not osp.exists(tmp_path / 'g')

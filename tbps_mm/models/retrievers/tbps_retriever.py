@@ -386,10 +386,34 @@ class TBPSRetriever(BaseModel):
             image['fused_embed'] = self.fused_embed(image)
             text['fused_embed'] = self.fused_embed(text)
         labels = self._labels(data_samples, image_index, image['embed'].device)
-        return {
-            f'loss_{name}': loss(image[loss.input_key], text[loss.input_key], labels)
-            for name, loss in self.losses.items()
-        }
+        out = {}
+        for name, loss in self.losses.items():
+            extra = {}
+            if getattr(loss, 'needs_part_codes', False):
+                # The oracle-commonality diagnostic only (SynthPedes attributes).
+                extra['part_codes'] = self._part_codes(
+                    data_samples, image_index, labels.device
+                )
+            out[f'loss_{name}'] = loss(
+                image[loss.input_key], text[loss.input_key], labels, **extra
+            )
+            # Diagnostics a loss exposes (no "loss" in the key: logged, not summed).
+            for key, value in getattr(loss, 'last_stats', {}).items():
+                out[f'{name}_{key}'] = value
+        return out
+
+    @staticmethod
+    def _part_codes(data_samples: List[DataSample], index: Tensor, device) -> Tensor:
+        rows = []
+        for i in index.tolist():
+            codes = data_samples[i].metainfo.get('part_codes')
+            if codes is None:
+                raise ValueError(
+                    'a loss needs part_codes but the data samples have none: '
+                    'build the dataset with with_part_codes=True'
+                )
+            rows.append(torch.as_tensor(codes, dtype=torch.long).view(-1))
+        return torch.stack(rows).to(device)
 
     def predict(
         self, inputs: dict, data_samples: Optional[List[DataSample]] = None

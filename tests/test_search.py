@@ -201,10 +201,12 @@ def test_search_index_reuse_update_and_rebuild(setup, capsys, tmp_path):
         '--index',
         tmp_path / 'idx' / 'gallery.idx',
         '--index-type',
-        'ivf-pq-refine',
+        'two-stage',
         '--nlist',
         2,
-        '--pq-m',
+        '--nprobe',
+        2,
+        '--rank',
         8,
         '--query',
         QUERY,
@@ -213,8 +215,8 @@ def test_search_index_reuse_update_and_rebuild(setup, capsys, tmp_path):
     )
     assert code == 0, out7
     assert (
-        'index built: 16 images, ivf-pq-refine (nlist 2, nprobe 2, pq_m 8, '
-        'refine x10)' in out7
+        'index built: 16 images, two-stage (nlist 2, nprobe 2, rank 8, re-scored '
+        'x10 from float16)' in out7
     )
     # Every cell visited and every image re-scored: the exact ranking's set.
     assert sorted(line.split()[2] for line in result_lines(out7)) == sorted(found)

@@ -1,12 +1,13 @@
 """High-level APIs: index image folders and search them with text."""
 
-from .gallery_index import (
+from tbps_mm.index import (
     CorruptIndexError,
     GalleryIndex,
     GalleryIndexError,
     IndexMismatchError,
     NotAnIndexError,
 )
+
 from .inferencer import DEFAULT_INDEX_NAME, IMAGE_EXTENSIONS, TBPSInferencer
 
 __all__ = [

@@ -4,7 +4,7 @@ It owns the user-facing inference path: build a TBPS model from a config and
 a *weights-only* checkpoint (read safely: safetensors or
 ``torch.load(weights_only=True)``, through the model package's
 ``load_tbps_weights``, which names every key that does not fit), encode
-image folders into a :class:`~tbps_mm.apis.gallery_index.GalleryIndex`,
+image folders into a :class:`~tbps_mm.index.GalleryIndex`,
 answer text queries with ranked paths and scores, and explain a match part
 by part. :meth:`TBPSInferencer.encode_images` and
 :meth:`TBPSInferencer.encode_text` are the only places that run the model.
@@ -56,6 +56,13 @@ from mmengine.logging import print_log
 from tqdm import tqdm
 
 from tbps_mm.fused_score import fused_vector
+from tbps_mm.index import (
+    MIN_TRAIN_PER_LIST,
+    CorruptIndexError,
+    GalleryIndex,
+    IndexMismatchError,
+    default_nlist,
+)
 from tbps_mm.models.checkpoint import (
     INFERENCE_IGNORED_PREFIXES,
     file_sha256,
@@ -63,14 +70,6 @@ from tbps_mm.models.checkpoint import (
 )
 from tbps_mm.registry import MODELS, TRANSFORMS
 from tbps_mm.visualization import draw_part_explanation
-
-from .gallery_index import (
-    MIN_TRAIN_PER_LIST,
-    CorruptIndexError,
-    GalleryIndex,
-    IndexMismatchError,
-    default_nlist,
-)
 
 __all__ = ['TBPSInferencer', 'IMAGE_EXTENSIONS', 'DEFAULT_INDEX_NAME']
 
@@ -387,7 +386,7 @@ class TBPSInferencer:
         asked = options['index_type']
         if asked != 'auto' and index.index_type != asked:
             why = f'it is {index.index_type}, {asked} was asked for'
-        for name in ('nlist', 'pq_m'):
+        for name in ('nlist', 'rank'):
             held, wanted = getattr(index, name), options[name]
             if wanted is not None and held is not None and held != wanted:
                 why = f'it has {name} {held}, {wanted} was asked for'
@@ -406,7 +405,7 @@ class TBPSInferencer:
         index_type: str = 'auto',
         nlist: Optional[int] = None,
         nprobe: Optional[int] = None,
-        pq_m: Optional[int] = None,
+        rank: Optional[int] = None,
         refine_factor: Optional[int] = None,
     ) -> dict:
         """Make the gallery index of image folders searchable, encoding only
@@ -429,15 +428,16 @@ class TBPSInferencer:
             batch_size (int, optional): Images per forward pass. Defaults to
                 the inferencer's ``batch_size``.
             rebuild (bool): Encode every image again.
-            index_type (str): ``'auto'``, ``'flat'``, ``'ivf-sq8'`` or
-                ``'ivf-pq-refine'`` (see ``GalleryIndex``). An existing index
-                of another type is rebuilt; ``'auto'`` keeps whatever the
-                index is.
+            index_type (str): ``'auto'``, ``'flat'``, ``'ivf-sq8'``,
+                ``'pca-ivf-sq8'`` or ``'two-stage'`` (see ``GalleryIndex``).
+                An existing index of another type is rebuilt; ``'auto'``
+                keeps whatever the index is.
             nlist (int, optional): IVF cells (a different value rebuilds).
-            nprobe (int, optional): IVF cells visited per query.
-            pq_m (int, optional): ``'ivf-pq-refine'`` sub-quantisers (a
+            nprobe (int, optional): IVF cells visited per query (default:
+                measured for recall@10 0.99 when the index is trained).
+            rank (int, optional): Projected dimensions of the PCA types (a
                 different value rebuilds).
-            refine_factor (int, optional): ``'ivf-pq-refine'`` candidates
+            refine_factor (int, optional): ``'two-stage'`` candidates
                 re-scored per result.
 
         Returns:
@@ -468,7 +468,7 @@ class TBPSInferencer:
                 f'index file "{index_file}" does not exist: give the image folders'
             )
 
-        options = dict(index_type=index_type, nlist=nlist, pq_m=pq_m)
+        options = dict(index_type=index_type, nlist=nlist, rank=rank)
         index, recorded = self._open_index(index_file, options, rebuild)
         folders = [osp.abspath(f) for f in image_dirs]
         if add or not image_dirs:

@@ -526,11 +526,26 @@ def parse_specs(specs: Sequence[str]) -> List[Tuple[int, str, List[Optional[int]
                 f'--index "{spec}": expected SIZE|KIND[|NPROBE,...], e.g. '
                 '"1000000|two-stage/256/1024|auto,16,32"'
             )
-        nprobes: list = ['auto']
+        nprobes: list = [('auto', None)]
         if len(parts) == 3:
-            nprobes = [p if p in NPROBE_WORDS else int(p) for p in parts[2].split(',')]
+            nprobes = [parse_probe(p, spec) for p in parts[2].split(',')]
         out.append((int(parts[0]), parts[1], nprobes))
     return out
+
+
+def parse_probe(token: str, spec: str) -> Tuple:
+    """``NPROBE[@REFINE]`` -> (nprobe or word, refine_factor or None)."""
+    nprobe, _, refine = token.partition('@')
+    if not (nprobe in NPROBE_WORDS or nprobe.isdigit()) or not (
+        refine == '' or refine.isdigit()
+    ):
+        raise ValueError(
+            f'--index "{spec}": "{token}" is not NPROBE[@REFINE] (NPROBE a '
+            f'number or one of {NPROBE_WORDS})'
+        )
+    return (nprobe if nprobe in NPROBE_WORDS else int(nprobe)), (
+        int(refine) if refine else None
+    )
 
 
 class TopKStream:
@@ -601,7 +616,7 @@ def run_size(
         faiss.omp_set_num_threads(args.threads)
         index = new_index(kind, dims, total)
         rss_before = peak_rss_gib()
-        train_s, n, calibrate_s = 0.0, 0, 0.0
+        train_s, n, calibrate_s, train_cpu = 0.0, 0, 0.0, 0.0
         tuned: Dict = {}
         if kind != 'flat':
             n = min(
@@ -613,9 +628,10 @@ def run_size(
             sample = np.concatenate(
                 list(gallery_chunks(gen, n, args.seed + 7, args.chunk, test_img[:0]))
             )
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             index.train(sample)
             train_s = time.perf_counter() - start
+            train_cpu = time.process_time() - start_cpu
             tuned = dict(gallery=index.nprobe, auto=index.nprobe)
             if args.calibration_queries:
                 # Held-out captions, none of them a recall query.
@@ -631,13 +647,15 @@ def run_size(
             )
         empty = index.empty_like()
         stream = TopKStream(cap[recall_q]) if truth is None else None
-        add_s = 0.0
+        add_s = add_cpu = 0.0
+        refine = index.refine_factor
         for block in gallery_chunks(gen, size, args.seed, args.chunk, test_img):
             if stream is not None:
                 stream.update(block)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             add_rows(index, block)
             add_s += time.perf_counter() - start
+            add_cpu += time.process_time() - start_cpu
         if stream is not None:
             truth = stream.ids
         memory = index.backend.memory_bytes()
@@ -647,9 +665,11 @@ def run_size(
             f'{memory / total:.0f} B/img in memory, {disk / total:.0f} B/img on disk'
         )
         exact_r1 = 100.0 * np.mean(gallery_pid[truth[:, 0]] == cap_pid[recall_q])
-        for nprobe in nprobes:
+        for nprobe, refine_factor in nprobes:
             if kind != 'flat':
                 index.nprobe = tuned[nprobe] if nprobe in NPROBE_WORDS else nprobe
+            if kind.startswith('two-stage'):
+                index.refine_factor = refine_factor or refine
             faiss.omp_set_num_threads(args.search_threads)
             load = os.getloadavg()[0]
             times, cpu = time_queries(
@@ -664,12 +684,15 @@ def run_size(
             split_index = empty.empty_like()
             if kind != 'flat':
                 split_index.nprobe = index.nprobe
+            if kind.startswith('two-stage'):
+                split_index.refine_factor = index.refine_factor
             split = test_split_metrics(split_index, test_img, test_pid, cap, cap_pid)
             del split_index
             rec = dict(
                 gallery=size,
                 index=kind,
                 nprobe=index.nprobe,
+                refine_factor=index.refine_factor,
                 nprobe_source={
                     'auto': 'captions' if args.calibration_queries else 'gallery',
                     'gallery': 'gallery',
@@ -684,6 +707,9 @@ def run_size(
                 train_s=train_s,
                 add_s=add_s,
                 build_s=train_s + add_s,
+                train_cpu_s=train_cpu,
+                add_cpu_s=add_cpu,
+                build_cpu_s=train_cpu + add_cpu,
                 train_vectors=n,
                 bytes_per_image=memory / total,
                 disk_bytes_per_image=disk / total,
@@ -708,7 +734,8 @@ def run_size(
                 test_split_mAP_exact=exact_split['mAP'],
             )
             log(
-                f'[{size}] {kind} nprobe={index.nprobe}: p50 {rec["p50_ms"]:.1f} ms, '
+                f'[{size}] {kind} nprobe={index.nprobe} refine='
+                f'{index.refine_factor}: p50 {rec["p50_ms"]:.1f} ms, '
                 f'p95 {rec["p95_ms"]:.1f} ms (CPU p50 {rec["cpu_p50_ms"]:.1f}), '
                 f'recall@10 {recall:.4f}, R1 in gallery '
                 f'{r1_big:.2f} (exact {exact_r1:.2f}), test R1 {split["R1"]:.2f} '
@@ -893,7 +920,7 @@ def print_table(records: List[Dict]) -> None:
         'gallery',
         'index',
         'nprobe',
-        'build s',
+        'build s (CPU s)',
         'memory GiB',
         'disk GiB',
         'peak RSS GiB',
@@ -912,12 +939,14 @@ def print_table(records: List[Dict]) -> None:
         nprobe = r['nprobe'] or ''
         if nprobe and r.get('nprobe_source') in ('captions', 'gallery'):
             nprobe = f'{nprobe} ({r["nprobe_source"]})'
+        if r.get('refine_factor'):
+            nprobe = f'{nprobe}, x{r["refine_factor"]}'
         rows.append(
             [
                 f'{r["gallery"]:,}',
                 f'`{r["index"]}`',
                 nprobe,
-                f'{r["build_s"]:.0f}',
+                f'{r["build_s"]:.0f} ({r.get("build_cpu_s", float("nan")):.0f})',
                 f'{r.get("index_memory_gib", 0):.2f}',
                 f'{r.get("index_disk_gib", 0):.2f}',
                 f'{r.get("peak_rss_gib", 0):.1f}',

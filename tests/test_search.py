@@ -493,9 +493,10 @@ def test_inferencer_api_and_atomic_index(setup, tmp_path, monkeypatch):
         inferencer.index(str(images), index_file=str(index))
     monkeypatch.undo()
     assert index.read_bytes() == good
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith('gallery')] == [
-        'gallery.idx'
-    ]
+    # The index file and the store it names: nothing half-written remains.
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('gallery'))
+    assert left[0] == 'gallery.idx' and len(left) == 2
+    assert left[1].endswith('.sqlite') and GalleryIndex.read_header(str(index))
 
     # A damaged index file is rebuilt, not trusted.
     index.write_bytes(good[: len(good) // 2])

@@ -26,7 +26,9 @@ Example:
 
 import json
 import math
+import os
 import sqlite3
+import urllib.parse
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -106,9 +108,9 @@ class MetadataStore:
             self._db = sqlite3.connect(':memory:', check_same_thread=False)
             self._db.executescript(_SCHEMA)
         else:
-            self._db = sqlite3.connect(
-                f'file:{path}?mode=ro', uri=True, check_same_thread=False
-            )
+            # Read-only: a saved store is never changed in place.
+            uri = f'file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro'
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
             try:
                 self._db.execute(
                     'SELECT id, key, camera, time, source, extra FROM items LIMIT 1'

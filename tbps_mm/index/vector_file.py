@@ -59,6 +59,7 @@ class VectorFile:
         self.dim = int(dim)
         self.rows = int(rows)
         self._map: Optional[np.memmap] = None
+        self._fd: Optional[int] = None
         self._crcs: List[int] = []
         self._finalizer = (
             weakref.finalize(self, _remove_if_exists, path) if temporary else None
@@ -113,24 +114,40 @@ class VectorFile:
                 f.seek(int(run_ids[0]) * self.row_bytes)
                 f.write(run.tobytes())
         self.rows = int(ids[-1]) + 1
-        self._map = None
+        self._unmap()
 
     def _mapped(self) -> np.ndarray:
         if self._map is None or len(self._map) < self.rows:
             self._map = np.memmap(
                 self.path, dtype=DTYPE, mode='r', shape=(self.rows, self.dim)
             )
+            if self._fd is not None:
+                os.close(self._fd)
+            self._fd = os.open(self.path, os.O_RDONLY)
         return self._map
 
+    def _prefetch(self, ids: np.ndarray) -> None:
+        """Ask the kernel to start reading every row at once (rows not in the
+        page cache then arrive in parallel instead of one page fault after
+        another)."""
+        if not hasattr(os, 'posix_fadvise') or len(ids) < 2:
+            return
+        for item in ids.tolist():
+            os.posix_fadvise(
+                self._fd, item * self.row_bytes, self.row_bytes, os.POSIX_FADV_WILLNEED
+            )
+
     def gather(self, ids: np.ndarray) -> np.ndarray:
-        """float16 rows of ``ids`` (read in ascending order, returned in the
-        order asked)."""
+        """float16 rows of ``ids`` (prefetched together, read in ascending
+        order, returned in the order asked)."""
         ids = np.asarray(ids, dtype=np.int64)
         if not len(ids):
             return np.empty((0, self.dim), DTYPE)
         order = np.argsort(ids, kind='stable')
+        rows = self._mapped()
+        self._prefetch(ids[order])
         out = np.empty((len(ids), self.dim), DTYPE)
-        out[order] = self._mapped()[ids[order]]
+        out[order] = rows[ids[order]]
         return out
 
     def block_checksums(self) -> List[int]:
@@ -164,7 +181,7 @@ class VectorFile:
     def move_to(self, path: str) -> None:
         """Give the file its lasting place (moved if it was temporary, else
         copied, so that a saved index keeps its own file)."""
-        self._map = None
+        self._unmap()
         if self._finalizer is not None and self._finalizer.alive:
             try:
                 os.replace(self.path, path)
@@ -183,6 +200,16 @@ class VectorFile:
                     remaining -= len(chunk)
         self.path = path
         self._finalizer = None
+
+    def _unmap(self) -> None:
+        self._map = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        if getattr(self, '_fd', None) is not None:
+            os.close(self._fd)
 
     def fsync(self) -> None:
         """Flush the file to disk."""

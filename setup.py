@@ -40,11 +40,13 @@ setup(
         'deploy': read_requirements('deploy.txt'),
         'serve': read_requirements('serve.txt'),
         'analysis': read_requirements('analysis.txt'),
-        # The tests cover the deploy, serve and analysis extras too.
+        'milvus': read_requirements('milvus.txt'),
+        # The tests cover the deploy, serve, analysis and milvus extras too.
         'tests': read_requirements('tests.txt')
         + read_requirements('deploy.txt')
         + read_requirements('serve.txt')
-        + read_requirements('analysis.txt'),
+        + read_requirements('analysis.txt')
+        + read_requirements('milvus.txt'),
     },
     classifiers=[
         'Programming Language :: Python :: 3',

@@ -102,11 +102,14 @@ model = dict(
         cmr=dict(type='CommonalityMarginRankingLoss', negatives=4),
         # Without it the K queries start alike, get alike gradients and stay
         # one attention map (docs/benchmarks_accuracy.md, part localisation).
-        div=dict(type='PartDiversityLoss'),
+        # Weight 2 with the concentration loss: two queries on one region
+        # would both pay for it (docs/benchmarks_accuracy.md, part
+        # localisation: weights chosen on the val split).
+        div=dict(type='PartDiversityLoss', loss_weight=2.0),
         # The spatial variance of each query's image attention: compact
-        # regions (SCOPS-style concentration; no part labels). At weight 10 a
-        # uniform map costs 0.94, a part-sized one about 0.05.
-        conc=dict(type='PartConcentrationLoss', grid=token_grid, loss_weight=10.0),
+        # regions (SCOPS-style concentration; no part labels). At weight 30 a
+        # uniform map on the 16x6 grid costs 2.8, a part-sized one about 0.15.
+        conc=dict(type='PartConcentrationLoss', grid=token_grid, loss_weight=30.0),
         # SDM on the fused embedding (TBPSRetriever.fused_embed): trains the
         # score the test ranks by, s_coarse + lambda * mean_k s_k, so the
         # parts learn what the coarse embedding misses. Without it the two

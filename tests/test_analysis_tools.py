@@ -135,7 +135,7 @@ def test_commonality_sanity_pairs_and_correlations(probe_run, monkeypatch):
     assert rho.shape == (4, 5) and np.all(np.abs(rho) <= 1.0)
     assert list(result['modes']) == ['pair', 'sample', 'image', 'text']
     for mode in result['modes'].values():
-        for key in ('spearman_own', 'spearman_sample', 'spearman_score'):
+        for key in ('spearman_own', 'spearman_sample', 'spearman_score', 'ceiling'):
             assert len(mode[key]) == 4
     # The 'sample' estimator is the anchor's: every ordered pair counts.
     assert result['modes']['sample']['num_pairs'] == 2 * result['num_pairs']

@@ -50,7 +50,7 @@ from _harness import (
     patch_part_shares,
     write_result,
 )
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 from tbps_mm.evaluation import markdown_table
 from tbps_mm.models.losses.commonality_margin_ranking_loss import COMMONALITY_MODES
@@ -226,7 +226,7 @@ def commonality_report(
     floor_at = 1.0 - loss.margin_min / max(loss.margin_max, 1e-12)
     K = f.shape[0]
     rho = np.zeros((K, len(BODY_PARTS)))
-    rho_sample, rho_score, rows = np.zeros(K), np.zeros(K), []
+    rho_sample, rho_score, ceiling, rows = np.zeros(K), np.zeros(K), np.zeros(K), []
     for k in range(K):
         c = common[k][pairs]
         for p in range(len(BODY_PARTS)):
@@ -235,12 +235,14 @@ def commonality_report(
         rho_sample[k] = spearmanr(c_sample, truth_sample[best[k]]).statistic
         rho_score[k] = spearmanr(c, score[k][pairs]).statistic
         own = sharing[best[k]][pairs]
+        ceiling[k] = spearmanr(own, rankdata(own, method='ordinal')).statistic
         rows.append(
             [
                 loss.commonality,
                 f'q{k}',
                 BODY_PARTS[best[k]],
                 f'{rho[k, best[k]]:+.3f}',
+                f'{ceiling[k]:+.3f}',
                 f'{rho_sample[k]:+.3f}',
                 f'{rho_score[k]:+.3f}',
             ]
@@ -257,6 +259,7 @@ def commonality_report(
         spearman_own=rho[np.arange(K), best],
         spearman_sample=rho_sample,
         spearman_score=rho_score,
+        ceiling=ceiling,
         rows=rows,
         num_pairs=int(pairs.sum()),
     )
@@ -268,6 +271,7 @@ HEADERS = (
         'query',
         'attends to',
         'Spearman (own part)',
+        'ceiling (own part)',
         'per sample (own part)',
         "rho vs negative's score",
     ]
@@ -346,6 +350,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     spearman_own=r['spearman_own'].tolist(),
                     spearman_sample=r['spearman_sample'].tolist(),
                     spearman_score=r['spearman_score'].tolist(),
+                    ceiling=r['ceiling'].tolist(),
                 )
                 for mode, r in reports.items()
             },

@@ -270,3 +270,15 @@ def test_cmr_single_modality_commonality_is_relative_to_the_batch(mode):
     # Margins shrink for the pair that shares the part.
     margins = loss.part_margins(image, text, labels)[0]
     assert margins[0, 1] < margins[0, 2]
+
+
+def test_sdm_on_part_embeddings_is_the_mean_of_per_part_losses():
+    torch.manual_seed(0)
+    img, txt = torch.randn(6, 3, 8), torch.randn(6, 3, 8)
+    labels = torch.tensor([0, 0, 1, 1, 2, 3])
+    parts = SDMLoss(input_key='part_embeds')(img, txt, labels)
+    single = SDMLoss()
+    expected = sum(single(img[:, k], txt[:, k], labels) for k in range(3)) / 3
+    torch.testing.assert_close(parts, expected)
+    with pytest.raises(ValueError, match=r'\(B, K, D\)'):
+        SDMLoss(input_key='part_embeds')(img[:, 0], txt[:, 0], labels)

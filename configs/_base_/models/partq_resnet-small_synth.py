@@ -1,7 +1,8 @@
 # The CPU quick-start model for SynthPedes (configs/tbps_synth.py): a slim
 # ResNet (ResNet-18 blocks, 32 base channels, 3 stages) and a small BERT-style
 # text encoder, both randomly initialised, K = 4 shared part queries,
-# SDM (coarse and fused) + ID + CMR (4 hardest negatives) + part diversity.
+# SDM (coarse and fused) + ID + CMR (4 hardest negatives) + part diversity
+# and concentration.
 #
 # Why a CNN and not the small ViT (configs/ablations/synth_vit.py): from scratch, on
 # 4,000 training images and a 15-minute CPU budget, the convolution's locality
@@ -13,10 +14,10 @@
 # (image_token_maps='concat'), plus a fixed 2-D sine code of each token's
 # position. A concentration loss keeps each query's image attention compact and
 # the diversity loss keeps the queries apart, so that without part labels the
-# queries settle on body parts (docs/method.md, "Part localisation"; measured
-# in docs/benchmarks_accuracy.md). The decoder is one lean layer (cross-
-# attention only: no query self-attention, no FFN), the cheapest that
-# localises (docs/benchmarks.md, training cost).
+# queries settle on body parts (docs/method.md, "Image tokens of the
+# SynthPedes model"; measured in docs/benchmarks_accuracy.md, "Part
+# localisation"). The decoder is one lean layer (cross-attention only: no
+# query self-attention, no FFN), for its training cost (docs/benchmarks.md).
 #
 # text_vocab_size must cover the SynthPedes tokenizer (<data_root>/tokenizer,
 # 219 tokens, [PAD] = 0); captions must fit in text_max_length tokens. The ID

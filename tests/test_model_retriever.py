@@ -143,7 +143,7 @@ def test_sdm_on_the_fused_embedding_trains_coarse_and_part_branches():
         plain(inputs, samples, mode='loss')['loss_sdm'],
     )
     with pytest.raises(ValueError, match='input_key must be one of'):
-        MODELS.build(dict(type='SDMLoss', input_key='part_embeds'))
+        MODELS.build(dict(type='SDMLoss', input_key='attn'))
 
 
 def test_predict_image_only_text_only_and_mixed_batches(model):

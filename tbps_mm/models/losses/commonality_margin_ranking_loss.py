@@ -12,10 +12,13 @@ formulation (docs/method.md, section 3), with every unknown exposed as an option
   pair (``'pair'``: the clamped mean of the intra-image and intra-text part
   similarities of i and j) or per sample (``'sample'``: the share of the other
   identities in the batch having some sample whose part k is similar, above
-  ``sample_threshold``, to sample i's), or from attribute labels
-  (``'oracle'``: ``c^k(i, j) = 1`` when i and j have the same values of body
-  part k's attributes, else 0; a SynthPedes diagnostic that needs the
-  samples' ``part_codes``, never a training recipe);
+  ``sample_threshold``, to sample i's), per pair from one modality only
+  (``'image'`` / ``'text'``: the part-k similarity of i and j within that
+  modality relative to the batch's baseline for part k, the mean over its
+  pairs of different identities: ``(s - b) / (1 - b)`` clamped to [0, 1]),
+  or from attribute labels (``'oracle'``: ``c^k(i, j) = 1`` when i and j
+  have the same values of body part k's attributes, else 0; a SynthPedes
+  diagnostic that needs the samples' ``part_codes``, never a training recipe);
 * margin ``m^k(i, j) = max(margin_max * (1 - c^k(i, j)), margin_min)``, or
   ``margin_max`` everywhere with ``margin_mode='fixed'``;
 * a bidirectional hinge ``[m - s^k(i, i) + s^k(i, j)]_+`` over negatives
@@ -43,7 +46,7 @@ from tbps_mm.registry import MODELS
 from .batch_gather import gather_batch
 
 MARGIN_MODES = ('commonality', 'fixed')
-COMMONALITY_MODES = ('pair', 'sample', 'oracle')
+COMMONALITY_MODES = ('pair', 'sample', 'image', 'text', 'oracle')
 
 
 @MODELS.register_module()
@@ -58,11 +61,11 @@ class CommonalityMarginRankingLoss(nn.Module):
         margin_mode (str): ``'commonality'`` or ``'fixed'`` (``margin_max``
             everywhere: a plain part-level ranking loss, the ablation).
             Defaults to ``'commonality'``.
-        commonality (str): ``'pair'``, ``'sample'`` or ``'oracle'`` (see the
-            module doc; ``'oracle'`` needs ``part_codes`` in :meth:`forward`,
-            one code per part, so the model's K must equal the number of
-            coded body parts, and works in one process only). Defaults to
-            ``'pair'``.
+        commonality (str): ``'pair'``, ``'sample'``, ``'image'``, ``'text'``
+            or ``'oracle'`` (see the module doc; ``'oracle'`` needs
+            ``part_codes`` in :meth:`forward`, one code per part, so the
+            model's K must equal the number of coded body parts, and works in
+            one process only). Defaults to ``'pair'``.
         negatives (str | int): ``'all'`` or the number n of hardest negatives
             (largest hinge) kept per anchor and part. Defaults to ``'all'``.
         loss_weight (float): Multiplier of the loss. Defaults to 1.0.
@@ -172,9 +175,9 @@ class CommonalityMarginRankingLoss(nn.Module):
                 same attribute values).
 
         Returns:
-            Tensor: (K, B, M) ``c^k(i, j)`` for ``'pair'`` and ``'oracle'``;
-            (K, B, 1) ``c^k(i)`` for ``'sample'`` (broadcast over the
-            negatives j).
+            Tensor: (K, B, M) ``c^k(i, j)`` for ``'pair'``, ``'image'``,
+            ``'text'`` and ``'oracle'``; (K, B, 1) ``c^k(i)`` for ``'sample'``
+            (broadcast over the negatives j).
         """
         if self.commonality == 'oracle':
             return self._oracle_commonality(image_parts, part_codes)
@@ -183,6 +186,18 @@ class CommonalityMarginRankingLoss(nn.Module):
             text_parts,
             labels,
         )
+        if self.commonality in ('image', 'text'):
+            own, others = (
+                (image_parts, all_image)
+                if self.commonality == 'image'
+                else (text_parts, all_text)
+            )
+            sim = own @ others.transpose(1, 2)  # (K, B, M)
+            negative = (labels[:, None] != all_labels[None, :]).to(sim.dtype)
+            count = negative.sum().clamp(min=1.0)
+            baseline = (sim * negative).sum(dim=(1, 2), keepdim=True) / count
+            baseline = baseline.clamp(max=1.0 - 1e-6)
+            return ((sim - baseline) / (1.0 - baseline)).clamp(0.0, 1.0)
         intra = 0.5 * (
             image_parts @ all_image.transpose(1, 2)
             + text_parts @ all_text.transpose(1, 2)
@@ -241,8 +256,9 @@ class CommonalityMarginRankingLoss(nn.Module):
 
         Returns:
             Tensor: Broadcastable to (K, B, M): a scalar for
-            ``margin_mode='fixed'``, else (K, B, M) for ``'pair'`` and
-            ``'oracle'``, (K, B, 1) for ``'sample'`` commonality.
+            ``margin_mode='fixed'``, else (K, B, M) for ``'pair'``,
+            ``'image'``, ``'text'`` and ``'oracle'``, and (K, B, 1) for
+            ``'sample'`` commonality.
         """
         if self.margin_mode == 'fixed':
             return image_parts.new_tensor(self.margin_max)
@@ -333,8 +349,8 @@ class CommonalityMarginRankingLoss(nn.Module):
                 part_codes=part_codes,
             )
             negative = all_negative[batch.offset : batch.offset + labels.numel()]
-            # 'pair' margins are symmetric, 'sample' ones the anchor's: the
-            # same margin serves both directions.
+            # Pair margins ('pair', 'image', 'text') are symmetric, 'sample'
+            # ones the anchor's: the same margin serves both directions.
             hinge_t2i = (margin - positive + t2i).clamp(min=0.0)
             hinge_i2t = (margin - positive + i2t).clamp(min=0.0)
             reduced_t2i, kept_t2i = self._reduce(hinge_t2i, negative, margin)

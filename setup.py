@@ -40,12 +40,14 @@ setup(
         'deploy': read_requirements('deploy.txt'),
         'serve': read_requirements('serve.txt'),
         'analysis': read_requirements('analysis.txt'),
+        'milvus': read_requirements('milvus.txt'),
         'video': read_requirements('video.txt'),
-        # The tests cover the deploy, serve, analysis and video extras too.
+        # The tests cover the deploy, serve, analysis, milvus and video extras too.
         'tests': read_requirements('tests.txt')
         + read_requirements('deploy.txt')
         + read_requirements('serve.txt')
         + read_requirements('analysis.txt')
+        + read_requirements('milvus.txt')
         + read_requirements('video.txt'),
     },
     classifiers=[

@@ -27,15 +27,22 @@ identities the generative model never saw.
    step ever holds more than one chunk of float32 besides the index.
 3. **Galleries.** ``size`` synthetic vectors followed by the 800 real test
    images (the people the queries describe are in the gallery, as in use).
-4. **Index types** (``--index SIZE|KIND|NPROBES``): ``flat`` and
-   ``ivf-sq8/NLIST`` go through ``tbps_mm.apis.gallery_index.GalleryIndex``
-   (what ``tools/search.py`` uses); ``faiss:FACTORY`` is any faiss factory
-   string (variants to choose from, e.g. ``IVF1024,SQfp16``); ``pcaq/R/NLIST``
-   is ``IVF{NLIST},SQ8`` whose cells are assigned in an R-d subspace
-   (:func:`pca_quantized_ivf_sq8`, cheaper to build at 10M). Each reports
-   build time (train + add), bytes per image (the index's own storage:
-   codes + ids + coarse centroids), p50 / p95 latency of single-query
-   searches (``--timed-queries`` after ``--warmup``, at most
+4. **Index types** (``--index SIZE|KIND|NPROBES``): every kind is a
+   ``tbps_mm.index.GalleryIndex`` type, built, trained, filled and searched
+   through its public methods (what ``tools/search.py`` uses): ``flat``,
+   ``ivf-sq8/NLIST``, ``pca-ivf-sq8/RANK/NLIST`` and
+   ``two-stage/RANK/NLIST[/REFINE]``. Each image is added under its gallery
+   row number as key (so ids are row numbers). ``NPROBES`` lists
+   ``NPROBE[@REFINE]`` points: a number, ``gallery`` (the nprobe the index
+   measured on held-out gallery vectors when trained) or ``auto`` (the
+   nprobe measured on ``--calibration-queries`` held-out test captions, none
+   of them a recall query, with ``GalleryIndex.calibrate``); ``@REFINE``
+   sets a two-stage index's re-scoring factor for that point. Each reports
+   build time (train + add; wall and CPU seconds, the drawing of the
+   vectors not counted), the index's memory (codes + ids + coarse
+   centroids) and disk (float16 vectors) per image, the process's peak
+   RSS, p50 / p95 latency of single-query ``GalleryIndex.search`` calls
+   (vectors and their keys; ``--timed-queries`` after ``--warmup``, at most
    ``--time-budget`` seconds; ``faiss.omp_set_num_threads`` from
    ``--search-threads``), recall@10 against exact search (``|approx top-10 ∩
    exact top-10| / 10`` over ``--recall-queries`` test captions; the exact
@@ -57,19 +64,20 @@ identities the generative model never saw.
 Usage:
     python benchmarks/search_scale.py CONFIG CHECKPOINT \\
         [--data-root data/synthpedes_small] \\
-        [--index '1000000|ivf-sq8/1024|16,32,64' ...] \\
-        --out benchmarks/results/search_scale.json \\
+        [--index '1000000|two-stage/256/1024|auto,32,64' ...] \\
+        [--work-dir DIR] --out benchmarks/results/search_scale.json \\
         --plot docs/images/search_scale.png
 
-    The default ``--index`` list is the recorded one (100k, 1M and the 10M
-    indexes projected onto 128 and 256 directions); ``--replot A.json
-    B.json --plot P.png`` redraws the table and plot of recorded runs.
+    The default ``--index`` list is 100k and 1M; 10M runs on its own (it
+    streams the gallery; ``--work-dir`` on a disk with 2 * dim bytes per
+    image free for the two-stage vectors). ``--replot A.json B.json --plot
+    P.png`` redraws the table and plot of recorded runs.
 
 Example output (shape only; recorded numbers live in docs/benchmarks.md)::
 
-    | gallery | index | nprobe | build s | B / image | p50 ms (wall) | ...
+    | gallery | index | nprobe | build s (CPU s) | memory GiB | disk GiB | ...
     |:--|:--|--:|--:|--:|--:|
-    | 1,000,000 | `ivf-sq8/1024` | 32 | ... | 1,293 | ... |
+    | 10,000,000 | `two-stage/256/4096` | 64 (captions), x10 | ... |
 """
 
 import argparse
@@ -78,7 +86,6 @@ import hashlib
 import json
 import os
 import os.path as osp
-import re
 import sys
 import time
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -98,6 +105,10 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 TOPK = 10
+#: nprobe words of ``--index``: the nprobe measured on held-out captions
+#: (``auto``, or on gallery vectors without ``--calibration-queries``) or the
+#: one the index measured on held-out gallery vectors when trained.
+NPROBE_WORDS = ('auto', 'gallery')
 
 
 # ---------------------------------------------------------------------- #
@@ -375,176 +386,58 @@ def gallery_chunks(
 # ---------------------------------------------------------------------- #
 # 3-5. Indexes and measurements
 # ---------------------------------------------------------------------- #
-def index_bytes(index) -> int:
-    """Bytes a faiss index holds for its vectors: codes and ids of the
-    inverted lists plus the coarse centroids (IVF), else the codes."""
-    import faiss
+def index_spec(kind: str) -> Tuple[str, Dict]:
+    """``TYPE[/RANK]/NLIST[/REFINE]`` -> (GalleryIndex type, its knobs).
 
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is None:
-        return int(index.ntotal * index.sa_code_size())
-    sizes = [ivf.invlists.list_size(i) for i in range(ivf.nlist)]
-    return int(sum(sizes) * (ivf.invlists.code_size + 8) + ivf.nlist * ivf.d * 4)
-
-
-def _leading_directions(sample: np.ndarray, rank: int):
-    """A faiss ``LinearTransform`` onto the top-``rank`` eigenvectors of the
-    sample's uncentred second moment (no bias: inner products are kept up to
-    what falls outside the subspace, where centring would shift them)."""
-    import faiss
-
-    dims = sample.shape[1]
-    moment = sample.T.astype(np.float64) @ sample.astype(np.float64)
-    _, vecs = np.linalg.eigh(moment)
-    proj = np.ascontiguousarray(vecs[:, ::-1][:, :rank].T, dtype=np.float32)
-    transform = faiss.LinearTransform(dims, rank, False)
-    faiss.copy_array_to_vector(proj.ravel(), transform.A)
-    transform.is_trained = True
-    transform.set_is_orthonormal()
-    return transform
-
-
-def projected_ivf_sq8(sample: np.ndarray, rank: int, nlist: int):
-    """``IVF{nlist},SQ8`` over the vectors projected onto ``rank`` leading
-    directions (:func:`_leading_directions`): ``rank`` bytes per image."""
-    import faiss
-
-    transform = _leading_directions(sample, rank)
-    inner = faiss.index_factory(rank, f'IVF{nlist},SQ8', faiss.METRIC_INNER_PRODUCT)
-    index = faiss.IndexPreTransform(transform, inner)
-    # the C++ index deletes its transform and sub-index (own_fields)
-    index.own_fields = True
-    inner.this.disown()
-    transform.this.disown()
-    return index
-
-
-def pca_quantized_ivf_sq8(sample: np.ndarray, rank: int, nlist: int):
-    """``IVF{nlist},SQ8`` whose cells are assigned in a ``rank``-d subspace.
-
-    The coarse quantizer is the top-``rank`` eigenvectors of the sample's
-    (uncentred) second moment followed by ``IndexFlatIP``: inner products in
-    that subspace rank the centroids almost as in full space, at a fraction
-    of the cost of comparing every vector with every 1280-d centroid. The
-    codes are the full vectors' 8-bit codes, as in ``IVF{nlist},SQ8``.
+    ``flat``; ``ivf-sq8/NLIST``; ``pca-ivf-sq8/RANK/NLIST``;
+    ``two-stage/RANK/NLIST[/REFINE]``.
     """
-    import faiss
+    from tbps_mm.index import INDEX_TYPES
 
-    dims = sample.shape[1]
-    transform = _leading_directions(sample, rank)
-    quantizer = faiss.IndexPreTransform(transform, faiss.IndexFlatIP(rank))
-    index = faiss.IndexIVFScalarQuantizer(
-        quantizer,
-        dims,
-        nlist,
-        faiss.ScalarQuantizer.QT_8bit,
-        faiss.METRIC_INNER_PRODUCT,
-    )
-    index.own_fields = True
-    quantizer.this.disown()
-    index.referenced_objects = [quantizer, transform]
-    return index
+    parts = kind.split('/')
+    index_type, numbers = parts[0], parts[1:]
+    shapes = {
+        'flat': 0,
+        'ivf-sq8': 1,
+        'pca-ivf-sq8': 2,
+        'two-stage': (2, 3),
+    }
+    if index_type not in INDEX_TYPES or not all(n.isdigit() for n in numbers):
+        raise ValueError(
+            f'index kind "{kind}": use flat, ivf-sq8/NLIST, pca-ivf-sq8/RANK/NLIST '
+            'or two-stage/RANK/NLIST[/REFINE]'
+        )
+    allowed = shapes[index_type]
+    if len(numbers) not in (allowed if isinstance(allowed, tuple) else (allowed,)):
+        raise ValueError(f'index kind "{kind}": wrong number of knobs')
+    numbers = [int(n) for n in numbers]
+    knobs: Dict = {}
+    if index_type == 'ivf-sq8':
+        knobs['nlist'] = numbers[0]
+    elif index_type != 'flat':
+        knobs.update(rank=numbers[0], nlist=numbers[1])
+        if len(numbers) == 3:
+            knobs['refine_factor'] = numbers[2]
+    return index_type, knobs
 
 
-class Candidate:
-    """One index type under test, with rows keyed by their gallery number.
+def new_index(kind: str, dims: int, size: int):
+    """The ``GalleryIndex`` a kind string names, sized for ``size``."""
+    from tbps_mm.index import GalleryIndex
 
-    ``kind`` is ``flat`` or ``ivf-sq8/NLIST`` (through
-    ``tbps_mm.apis.gallery_index.GalleryIndex``), ``faiss:FACTORY`` (a faiss
-    factory string) or ``pcaq/RANK/NLIST`` (:func:`pca_quantized_ivf_sq8`).
-    """
+    index_type, knobs = index_spec(kind)
+    return GalleryIndex(dims, index_type, expected_size=size, **knobs)
 
-    def __init__(self, kind: str, dims: int) -> None:
-        self.kind, self.dims = kind, dims
-        self.gallery = None  # a GalleryIndex
-        self.index = None  # a raw faiss index
-        self.offset = 0
-        from tbps_mm.apis.gallery_index import INDEX_TYPES, GalleryIndex
 
-        if kind.split('/')[0] in INDEX_TYPES:
-            nlist = int(kind.split('/')[1]) if '/' in kind else None
-            self.gallery = GalleryIndex(dims, kind.split('/')[0], nlist=nlist)
-        elif not kind.startswith(('faiss:', 'pcaq/', 'proj/')):
-            raise ValueError(
-                f'index kind "{kind}": use a GalleryIndex type ({INDEX_TYPES}, '
-                'IVF ones as TYPE/NLIST), faiss:FACTORY, pcaq/RANK/NLIST or '
-                'proj/RANK/NLIST'
-            )
-
-    @property
-    def needs_training(self) -> bool:
-        return self.kind != 'flat' and not self.kind.startswith('faiss:Flat')
-
-    def train(self, sample: np.ndarray) -> None:
-        import faiss
-
-        if self.gallery is not None:
-            self.gallery.train(sample)
-            return
-        if self.kind.startswith(('pcaq/', 'proj/')):
-            name, rank, nlist = self.kind.split('/')
-            build = pca_quantized_ivf_sq8 if name == 'pcaq' else projected_ivf_sq8
-            self.index = build(sample, int(rank), int(nlist))
-        else:
-            self.index = faiss.index_factory(
-                self.dims, self.kind[len('faiss:') :], faiss.METRIC_INNER_PRODUCT
-            )
-        self.index.train(sample)
-
-    def add(self, vectors: np.ndarray) -> None:
-        if self.gallery is not None:
-            keys = [str(i) for i in range(self.offset, self.offset + len(vectors))]
-            self.gallery.add(keys, vectors)
-        else:
-            if self.index is None:  # untrained kinds (flat factory strings)
-                self.train(vectors[:0])
-            self.index.add(vectors)
-        self.offset += len(vectors)
-
-    def set_nprobe(self, nprobe: Optional[int]) -> None:
-        import faiss
-
-        if nprobe is None:
-            return
-        if self.gallery is not None:
-            self.gallery.nprobe = nprobe
-        else:
-            faiss.extract_index_ivf(self.index).nprobe = nprobe
-
-    def search(self, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        """(Q, k) scores and row numbers (-1 where fewer than k were found)."""
-        if self.gallery is not None:
-            scores, keys = self.gallery.search(queries, k)
-            ids = np.full(scores.shape, -1, np.int64)
-            for row, found in enumerate(keys):
-                ids[row, : len(found)] = [int(key) for key in found]
-            return scores, ids
-        return self.index.search(queries, k)
-
-    def empty_like(self) -> 'Candidate':
-        """A new, empty candidate with this one's trained state."""
-        import faiss
-
-        other = Candidate.__new__(Candidate)
-        other.kind, other.dims, other.offset = self.kind, self.dims, 0
-        other.gallery = other.index = None
-        if self.gallery is not None:
-            other.gallery = self.gallery.empty_like()
-        else:
-            other.index = faiss.clone_index(self.index)
-            other.index.reset()
-        return other
-
-    def nbytes(self) -> int:
-        if self.gallery is None:
-            return index_bytes(self.index)
-        # GalleryIndex's faiss index, and the exact-scoring copy some types keep
-        held = [self.gallery._faiss, getattr(self.gallery, '_refine', None)]
-        return sum(index_bytes(index) for index in held if index is not None)
+def add_rows(index, vectors: np.ndarray) -> None:
+    """Add vectors under keys that are their gallery row numbers (ids are
+    given in the same order, so an id is its row number)."""
+    start = index._next_id
+    index.add([str(i) for i in range(start, start + len(vectors))], vectors)
 
 
 def time_queries(
-    index: Candidate,
+    index,
     queries: np.ndarray,
     warmup: int,
     budget_s: float = 0.0,
@@ -564,7 +457,7 @@ def time_queries(
     wall, cpu = [], []
     for q in queries[warmup:]:
         start, start_cpu = time.perf_counter(), time.process_time()
-        index.search(q[None], k)
+        index.search(q[None], k)  # the product's search: ids and their keys
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
         if budget_s and len(wall) >= min_queries and sum(wall) > budget_s:
@@ -573,7 +466,7 @@ def time_queries(
 
 
 def test_split_metrics(
-    index: Candidate,
+    index,
     img: np.ndarray,
     img_pid: np.ndarray,
     cap: np.ndarray,
@@ -587,8 +480,8 @@ def test_split_metrics(
     """
     from tbps_mm.evaluation.functional import rank_metrics
 
-    index.add(img)
-    scores, ids = index.search(cap, len(img))
+    add_rows(index, img)
+    scores, ids = index.search_ids(cap, len(img))
     correct = cap_pid[:, None] == img_pid[None, :]
     sim = np.where(correct, -np.inf, np.float32(-1e30)).astype(np.float32)
     rows = np.broadcast_to(np.arange(len(cap))[:, None], ids.shape)
@@ -596,14 +489,6 @@ def test_split_metrics(
     sim[rows[found], ids[found]] = scores[found]
     out = rank_metrics(torch.from_numpy(sim), cap_pid, img_pid, topk=(1, 5, 10))
     return dict(R1=out['R1'], mAP=out['mAP'], mean_returned=float(found.sum(1).mean()))
-
-
-def nlist_of(kind: str) -> int:
-    """The IVF cell count a kind string names (``IVF1024``, ``.../1024``)."""
-    match = re.search(r'IVF(\d+)', kind) or re.search(r'/(\d+)$', kind)
-    if match is None:
-        raise ValueError(f'index kind "{kind}" names no IVF cell count')
-    return int(match.group(1))
 
 
 def parse_specs(specs: Sequence[str]) -> List[Tuple[int, str, List[Optional[int]]]]:
@@ -614,11 +499,28 @@ def parse_specs(specs: Sequence[str]) -> List[Tuple[int, str, List[Optional[int]
         if len(parts) not in (2, 3) or not parts[0].isdigit():
             raise ValueError(
                 f'--index "{spec}": expected SIZE|KIND[|NPROBE,...], e.g. '
-                '"1000000|ivf-sq8/1024|16,32,64"'
+                '"1000000|two-stage/256/1024|auto,16,32"'
             )
-        nprobes = [int(p) for p in parts[2].split(',')] if len(parts) == 3 else [None]
+        nprobes: list = [('auto', None)]
+        if len(parts) == 3:
+            nprobes = [parse_probe(p, spec) for p in parts[2].split(',')]
         out.append((int(parts[0]), parts[1], nprobes))
     return out
+
+
+def parse_probe(token: str, spec: str) -> Tuple:
+    """``NPROBE[@REFINE]`` -> (nprobe or word, refine_factor or None)."""
+    nprobe, _, refine = token.partition('@')
+    if not (nprobe in NPROBE_WORDS or nprobe.isdigit()) or not (
+        refine == '' or refine.isdigit()
+    ):
+        raise ValueError(
+            f'--index "{spec}": "{token}" is not NPROBE[@REFINE] (NPROBE a '
+            f'number or one of {NPROBE_WORDS})'
+        )
+    return (nprobe if nprobe in NPROBE_WORDS else int(nprobe)), (
+        int(refine) if refine else None
+    )
 
 
 class TopKStream:
@@ -651,7 +553,7 @@ def run_size(
     args: argparse.Namespace,
     log,
 ) -> List[Dict]:
-    """Every index type of one gallery size.
+    """Every index type of one gallery size, each a ``GalleryIndex``.
 
     The exact top-10 of the recall queries is computed while the first index
     type's vectors stream past, from the float32 vectors themselves.
@@ -668,6 +570,9 @@ def run_size(
     gallery_pid = np.concatenate([np.full(size, -1), test_pid])
     dims = data['img'].shape[1]
 
+    exact_split = test_split_metrics(
+        new_index('flat', dims, 1), test_img, test_pid, cap, cap_pid
+    )
     truth = None
     records = []
     for kind, nprobes in specs:
@@ -684,63 +589,109 @@ def run_size(
             log(f'[{size}] {kind}: skipped (does not fit)')
             continue
         faiss.omp_set_num_threads(args.threads)
-        cand = Candidate(kind, dims)
-        train_s = 0.0
-        if cand.needs_training:
-            n = min(size, args.train_size, args.train_per_list * nlist_of(kind))
+        index = new_index(kind, dims, total)
+        rss_before = peak_rss_gib()
+        train_s, n, calibrate_s, train_cpu = 0.0, 0, 0.0, 0.0
+        tuned: Dict = {}
+        if kind != 'flat':
+            n = min(
+                size,
+                args.train_size,
+                args.train_per_list * index_spec(kind)[1]['nlist'],
+            )
             n -= n % args.images_per_id
             sample = np.concatenate(
                 list(gallery_chunks(gen, n, args.seed + 7, args.chunk, test_img[:0]))
             )
-            start = time.perf_counter()
-            cand.train(sample)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            index.train(sample)
             train_s = time.perf_counter() - start
+            train_cpu = time.process_time() - start_cpu
+            tuned = dict(gallery=index.nprobe, auto=index.nprobe)
+            if args.calibration_queries:
+                # Held-out captions, none of them a recall query.
+                held = order[len(recall_q) : len(recall_q) + args.calibration_queries]
+                start = time.perf_counter()
+                tuned['auto'] = index.calibrate(sample, cap[held])
+                calibrate_s = time.perf_counter() - start
+                log(f'[{size}] {kind}: calibrated on captions in {calibrate_s:.0f} s')
             del sample
-        empty = cand.empty_like() if cand.needs_training else Candidate(kind, dims)
+            log(
+                f'[{size}] {kind}: trained in {train_s:.0f} s, '
+                f'calibration {index.calibration}'
+            )
+        empty = index.empty_like()
         stream = TopKStream(cap[recall_q]) if truth is None else None
-        add_s = 0.0
+        add_s = add_cpu = 0.0
+        refine = index.refine_factor
         for block in gallery_chunks(gen, size, args.seed, args.chunk, test_img):
             if stream is not None:
                 stream.update(block)
-            start = time.perf_counter()
-            cand.add(block)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            add_rows(index, block)
             add_s += time.perf_counter() - start
+            add_cpu += time.process_time() - start_cpu
         if stream is not None:
             truth = stream.ids
-        nbytes = cand.nbytes()
+        memory = index.backend.memory_bytes()
+        disk = index.backend.disk_bytes()
         log(
             f'[{size}] {kind}: train {train_s:.0f} s, add {add_s:.0f} s, '
-            f'{nbytes / total:.0f} B/img'
+            f'{memory / total:.0f} B/img in memory, {disk / total:.0f} B/img on disk'
         )
         exact_r1 = 100.0 * np.mean(gallery_pid[truth[:, 0]] == cap_pid[recall_q])
-        for nprobe in nprobes:
-            cand.set_nprobe(nprobe)
+        for nprobe, refine_factor in nprobes:
+            if kind != 'flat':
+                index.nprobe = tuned[nprobe] if nprobe in NPROBE_WORDS else nprobe
+            if kind.startswith('two-stage'):
+                index.refine_factor = refine_factor or refine
             faiss.omp_set_num_threads(args.search_threads)
             load = os.getloadavg()[0]
             times, cpu = time_queries(
-                cand, cap[timed_q], args.warmup, args.time_budget, args.min_queries
+                index, cap[timed_q], args.warmup, args.time_budget, args.min_queries
             )
             faiss.omp_set_num_threads(args.threads)
-            _, ids = cand.search(cap[recall_q], TOPK)
+            _, ids = index.search_ids(cap[recall_q], TOPK)
             recall = np.mean(
                 [len(set(a[a >= 0]) & set(b)) / TOPK for a, b in zip(ids, truth)]
             )
             r1_big = 100.0 * np.mean(gallery_pid[ids[:, 0]] == cap_pid[recall_q])
-            split_index = (
-                empty.empty_like() if cand.needs_training else Candidate(kind, dims)
-            )
-            split_index.set_nprobe(nprobe)
+            split_index = empty.empty_like()
+            if kind != 'flat':
+                split_index.nprobe = index.nprobe
+            if kind.startswith('two-stage'):
+                split_index.refine_factor = index.refine_factor
             split = test_split_metrics(split_index, test_img, test_pid, cap, cap_pid)
+            del split_index
             rec = dict(
                 gallery=size,
                 index=kind,
-                nprobe=nprobe,
+                nprobe=index.nprobe,
+                refine_factor=index.refine_factor,
+                nprobe_source={
+                    'auto': 'captions' if args.calibration_queries else 'gallery',
+                    'gallery': 'gallery',
+                }.get(nprobe, 'given')
+                if kind != 'flat'
+                else '',
+                nprobe_gallery=tuned.get('gallery'),
+                nprobe_captions=tuned.get('auto') if args.calibration_queries else None,
+                calibration=index.calibration,
+                calibrate_captions_s=calibrate_s,
                 status='ok',
                 train_s=train_s,
                 add_s=add_s,
                 build_s=train_s + add_s,
-                train_vectors=n if cand.needs_training else 0,
-                bytes_per_image=nbytes / total,
+                train_cpu_s=train_cpu,
+                add_cpu_s=add_cpu,
+                build_cpu_s=train_cpu + add_cpu,
+                train_vectors=n,
+                bytes_per_image=memory / total,
+                disk_bytes_per_image=disk / total,
+                index_memory_gib=memory / 2**30,
+                index_disk_gib=disk / 2**30,
+                peak_rss_gib=peak_rss_gib(),
+                peak_rss_gib_before=rss_before,
                 p50_ms=1000 * percentile(times, 50),
                 p95_ms=1000 * percentile(times, 95),
                 cpu_p50_ms=1000 * percentile(cpu, 50),
@@ -754,9 +705,12 @@ def run_size(
                 test_split_R1=split['R1'],
                 test_split_mAP=split['mAP'],
                 test_split_mean_returned=split['mean_returned'],
+                test_split_R1_exact=exact_split['R1'],
+                test_split_mAP_exact=exact_split['mAP'],
             )
             log(
-                f'[{size}] {kind} nprobe={nprobe}: p50 {rec["p50_ms"]:.1f} ms, '
+                f'[{size}] {kind} nprobe={index.nprobe} refine='
+                f'{index.refine_factor}: p50 {rec["p50_ms"]:.1f} ms, '
                 f'p95 {rec["p95_ms"]:.1f} ms (CPU p50 {rec["cpu_p50_ms"]:.1f}), '
                 f'recall@10 {recall:.4f}, R1 in gallery '
                 f'{r1_big:.2f} (exact {exact_r1:.2f}), test R1 {split["R1"]:.2f} '
@@ -765,9 +719,16 @@ def run_size(
             records.append(rec)
             if args.out:
                 write_json(args.out + '.partial', dict(results=records))
-        del cand, empty
+        del index, empty
         gc.collect()
     return records
+
+
+def peak_rss_gib() -> float:
+    """The process's peak resident memory so far (GiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -787,20 +748,26 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         nargs='*',
         default=[
             '100000|flat',
-            '100000|ivf-sq8/256|4,8,16,32',
-            '100000|faiss:IVF256,SQfp16|16',
-            '100000|pcaq/64/256|8,16',
-            '100000|proj/128/256|8,16,32',
+            '100000|ivf-sq8/256|auto,8,16',
+            '100000|two-stage/256/256|auto,8,16',
             '1000000|flat',
-            '1000000|ivf-sq8/1024|16,32,64,128',
-            '1000000|proj/128/1024|16,32,64',
-            '10000000|proj/128/4096|16,32,64',
-            '10000000|proj/256/4096|32,64,128',
+            '1000000|ivf-sq8/1024|auto,32,64',
+            '1000000|pca-ivf-sq8/256/1024|auto,32,64',
+            '1000000|two-stage/256/1024|auto,16,32,64',
         ],
-        help='SIZE|KIND[|NPROBE,...]; KIND: flat, ivf-sq8/NLIST (GalleryIndex), '
-        'faiss:FACTORY, pcaq/RANK/NLIST or proj/RANK/NLIST',
+        help='SIZE|KIND[|NPROBE,...]; KIND: flat, ivf-sq8/NLIST, '
+        'pca-ivf-sq8/RANK/NLIST, two-stage/RANK/NLIST[/REFINE] (GalleryIndex '
+        'types); NPROBE "auto" is the nprobe the index measured when trained',
     )
     parser.add_argument('--recall-queries', type=int, default=500)
+    parser.add_argument(
+        '--calibration-queries',
+        type=int,
+        default=256,
+        help='test captions (none a recall query) that nprobe "auto" is '
+        'measured on after training (0: the nprobe the index measured on '
+        'held-out gallery vectors)',
+    )
     parser.add_argument('--timed-queries', type=int, default=200)
     parser.add_argument('--warmup', type=int, default=10)
     parser.add_argument(
@@ -842,6 +809,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument('--max-flat-bytes', type=float, default=12e9)
     parser.add_argument('--cache-dir', default='work_dirs/search_scale')
+    parser.add_argument(
+        '--work-dir',
+        default=None,
+        help='folder of the two-stage float16 vector files (2 * dim bytes per '
+        'image; default: the temporary folder)',
+    )
     parser.add_argument('--out', default=None)
     parser.add_argument('--plot', default=None, help='latency-vs-recall PNG')
     parser.add_argument(
@@ -893,7 +866,7 @@ def plot(records: List[Dict], path: str, title: str) -> None:
                     xytext=(4, -10),
                     fontsize=7,
                 )
-    for limit, recall, size in ((150, 0.99, 1_000_000), (50, 0.95, 10_000_000)):
+    for limit, recall, size in ((150, 0.99, 1_000_000), (50, 0.99, 10_000_000)):
         ax.fill_between(
             [1e-2, limit],
             recall,
@@ -927,38 +900,46 @@ def print_table(records: List[Dict]) -> None:
         'gallery',
         'index',
         'nprobe',
-        'build s',
-        'B / image',
+        'build s (CPU s)',
+        'memory GiB',
+        'disk GiB',
+        'peak RSS GiB',
         'p50 ms (wall)',
         'p95 ms (wall)',
         'p50 ms (CPU)',
         'recall@10',
-        'R@1 in gallery',
-        'test R@1',
-        'test mAP',
+        'R@1 in gallery (exact)',
+        'test R@1 (exact)',
     ]
     rows = []
     for r in records:
         if r['status'] != 'ok':
-            rows.append([f'{r["gallery"]:,}', r['index'], '', r['status']] + [''] * 8)
+            rows.append([f'{r["gallery"]:,}', r['index'], '', r['status']] + [''] * 9)
             continue
+        nprobe = r['nprobe'] or ''
+        if nprobe and r.get('nprobe_source') in ('captions', 'gallery'):
+            nprobe = f'{nprobe} ({r["nprobe_source"]})'
+        if r.get('refine_factor'):
+            nprobe = f'{nprobe}, x{r["refine_factor"]}'
         rows.append(
             [
                 f'{r["gallery"]:,}',
                 f'`{r["index"]}`',
-                r['nprobe'] or '',
-                f'{r["build_s"]:.0f}',
-                f'{r["bytes_per_image"]:,.0f}',
+                nprobe,
+                f'{r["build_s"]:.0f} ({r.get("build_cpu_s", float("nan")):.0f})',
+                f'{r.get("index_memory_gib", 0):.2f}',
+                f'{r.get("index_disk_gib", 0):.2f}',
+                f'{r.get("peak_rss_gib", 0):.1f}',
                 f'{r["p50_ms"]:.1f}',
                 f'{r["p95_ms"]:.1f}',
                 f'{r["cpu_p50_ms"]:.1f}' if 'cpu_p50_ms' in r else '',
                 f'{r["recall_at_10"]:.4f}',
-                f'{r["r1_in_gallery"]:.1f}',
-                f'{r["test_split_R1"]:.2f}',
-                f'{r["test_split_mAP"]:.2f}',
+                f'{r["r1_in_gallery"]:.1f} ({r["r1_in_gallery_exact"]:.1f})',
+                f'{r["test_split_R1"]:.2f} '
+                f'({r.get("test_split_R1_exact", float("nan")):.2f})',
             ]
         )
-    print(markdown_table(headers, rows, align='llr' + 'r' * 9))
+    print(markdown_table(headers, rows, align='llr' + 'r' * 10))
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -974,6 +955,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     if not (args.config and args.checkpoint):
         raise SystemExit('give CONFIG and CHECKPOINT (or --replot JSON ...)')
     torch.set_num_threads(args.threads)
+    if args.work_dir:
+        import tempfile
+
+        os.makedirs(args.work_dir, exist_ok=True)
+        tempfile.tempdir = args.work_dir
     quiet_mmengine()
     info = machine_info()
     import faiss

@@ -13,8 +13,19 @@ Example:
     >>> loss = MODELS.build(dict(type='SDMLoss'))
 """
 
+import warnings
+
 from mmengine.registry import Registry
 from mmpretrain import registry as mmpretrain_registry
+
+with warnings.catch_warnings():
+    # mmcv-lite has no compiled ops; mmcv warns about one tbps_mm never uses.
+    warnings.filterwarnings('ignore', message='Fail to import ``MultiScaleDeformable')
+    from mmpretrain.utils import register_all_modules
+
+    # The parents must hold MMPretrain's components, whichever way tbps_mm
+    # was imported (``import tbps_mm.index`` skips the package's registration).
+    register_all_modules(init_default_scope=False)
 
 __all__ = [
     'RUNNERS',
@@ -51,14 +62,14 @@ def _child(name: str, locations: tuple = ()) -> Registry:
 
 
 # Runner and training machinery (tbps_mm adds loops and hooks).
-RUNNERS = _child('RUNNERS')
+RUNNERS = _child('RUNNERS', ['tbps_mm.engine'])
 RUNNER_CONSTRUCTORS = _child('RUNNER_CONSTRUCTORS')
 LOOPS = _child('LOOPS', ['tbps_mm.engine'])
 HOOKS = _child('HOOKS', ['tbps_mm.engine'])
 LOG_PROCESSORS = _child('LOG_PROCESSORS')
 OPTIMIZERS = _child('OPTIMIZERS')
 OPTIM_WRAPPERS = _child('OPTIM_WRAPPERS')
-OPTIM_WRAPPER_CONSTRUCTORS = _child('OPTIM_WRAPPER_CONSTRUCTORS')
+OPTIM_WRAPPER_CONSTRUCTORS = _child('OPTIM_WRAPPER_CONSTRUCTORS', ['tbps_mm.engine'])
 PARAM_SCHEDULERS = _child('PARAM_SCHEDULERS')
 
 # Data.

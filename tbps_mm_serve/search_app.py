@@ -13,8 +13,10 @@ HTML page and four JSON / image routes:
   the image, its words) as a PNG data URL, and each part's word weights;
 * ``GET /api/image/{id}``: the indexed image with that id.
 
-Only the inferencer's public entry points are used (``paths``, ``search``,
-``explain``, ``draw_explanation``), so any index behind them serves the page.
+Only the inferencer's public entry points are used (``gallery``, ``search``,
+``explain``, ``draw_explanation``), so any index behind them serves the page;
+a request looks up only the ids and paths of the results it returns, so its
+cost does not grow with the gallery.
 Images are served by their index id only: the client never names a file, so
 no request can reach a file that is not an indexed image. Every bad request
 (an empty or overlong query, a bad page, an unknown id, an unknown route, a
@@ -33,7 +35,7 @@ import os.path as osp
 import re
 import threading
 from importlib import resources
-from typing import Optional
+from typing import Optional, Tuple
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -273,7 +275,7 @@ def create_app(
         >>> app = create_app(inferencer)
         >>> # uvicorn.run(app, host='127.0.0.1', port=8000)
     """
-    if not inferencer.paths:
+    if inferencer.gallery is None or not len(inferencer.gallery):
         raise ValueError('the inferencer has no indexed image: call index(dir) first')
     app = new_app(
         'tbps_mm search',
@@ -290,21 +292,22 @@ def create_app(
     def check_query(query: Optional[str]) -> str:
         return parse_query(query, max_query_chars)
 
-    def check_id(image_id: str) -> int:
-        count = len(inferencer.paths)
+    def check_id(image_id: str) -> Tuple[int, str]:
+        # One lookup of this id in the index, whatever the gallery size.
         index = parse_whole_number(image_id)
-        if index is None or index >= count:
+        path = None if index is None else inferencer.gallery.key_of(index)
+        if path is None:
             raise SearchRequestError(
                 404,
-                f'Unknown image id {image_id[:40]!r}: ids are 0 to {count - 1}, '
-                'as the search results give them.',
+                f'Unknown image id {image_id[:40]!r}: use an id the search '
+                'results give.',
             )
-        return index
+        return index, path
 
-    def result(index: int, score: float) -> dict:
+    def result(index: int, path: str, score: float) -> dict:
         return dict(
             id=index,
-            name=osp.basename(inferencer.paths[index]),
+            name=osp.basename(path),
             score=round(float(score), 6),
             image_url=f'/api/image/{index}',
         )
@@ -330,26 +333,28 @@ def create_app(
                 f'limit must be a whole number from 1 to {MAX_PAGE_SIZE} in '
                 f'ASCII digits, got {limit[:40]!r}.',
             )
-        total = len(inferencer.paths)
+        total = len(inferencer.gallery)
         ranked = []
         if start < total:
             with lock:
                 ranked = inferencer.search(query, topk=min(start + count, total))
-        ids = {path: i for i, path in enumerate(inferencer.paths)}
+        # The ids of this page's results only (k lookups, not an N-entry map).
+        page = ranked[start:]
+        ids = [inferencer.gallery.id_of(path) for path, _ in page]
         return dict(
             query=query,
             total=total,
             offset=start,
-            results=[result(ids[path], score) for path, score in ranked[start:]],
+            results=[result(i, path, score) for i, (path, score) in zip(ids, page)],
         )
 
     @app.get('/api/explain')
     def explain(q: Optional[str] = None, image_id: str = Query('', alias='id')) -> dict:
         query = check_query(q)
-        index = check_id(image_id)
+        index, path = check_id(image_id)
         with lock:
             try:
-                explanation = inferencer.explain(query, inferencer.paths[index])
+                explanation = inferencer.explain(query, path)
             except ValueError as err:
                 raise SearchRequestError(422, f'Cannot explain: {err}') from err
             figure = inferencer.draw_explanation(explanation)
@@ -364,7 +369,7 @@ def create_app(
             )
         return dict(
             query=query,
-            result=result(index, explanation['score']),
+            result=result(index, path, explanation['score']),
             words=words,
             parts=parts,
             figure='data:image/png;base64,'
@@ -373,7 +378,7 @@ def create_app(
 
     @app.get('/api/image/{image_id}')
     def image(image_id: str) -> FileResponse:
-        path = inferencer.paths[check_id(image_id)]
+        _, path = check_id(image_id)
         if not osp.isfile(path):
             raise SearchRequestError(
                 404, f'Image {image_id} is indexed but its file is gone.'

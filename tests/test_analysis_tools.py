@@ -91,15 +91,19 @@ def test_model_probe_trains_with_the_runner_and_tests_with_the_metric(probe_run)
 
 def test_part_localisation_mass_sums_to_one_per_query(probe_run, monkeypatch):
     out = probe_run['base'] / 'localisation.json'
+    figure = probe_run['base'] / 'localisation.png'
     code = run_in(
         probe_run['base'],
         'part_localisation',
-        [CONFIG, probe_run['checkpoint'], '--out', str(out)]
-        + ['--cfg-options']
+        [CONFIG, probe_run['checkpoint'], '--out', str(out), '--split', 'val']
+        + ['--figure', str(figure), '--figure-images', '3', '--cfg-options']
         + TINY_OPTIONS,
         monkeypatch,
     )
     assert code == 0
+    # Three rows of image, mask and one heat map per query.
+    width, height = Image.open(figure).size
+    assert width > 6 * 48 and height > 3 * 128
     result = json.loads(out.read_text())
     mass, area = np.array(result['mass']), np.array(result['area'])
     assert mass.shape == (4, 6) and area.shape == (6,)
@@ -116,8 +120,8 @@ def test_commonality_sanity_pairs_and_correlations(probe_run, monkeypatch):
     code = run_in(
         probe_run['base'],
         'commonality_sanity',
-        [CONFIG, probe_run['checkpoint'], '--batch', '8']
-        + ['--out', str(out)]
+        [CONFIG, probe_run['checkpoint'], '--batch', '8', '--out', str(out)]
+        + ['--modes', 'pair', 'sample', 'image', 'text']
         + ['--cfg-options', *TINY_OPTIONS],
         monkeypatch,
     )
@@ -132,6 +136,13 @@ def test_commonality_sanity_pairs_and_correlations(probe_run, monkeypatch):
     )
     rho = np.array(result['spearman'])
     assert rho.shape == (4, 5) and np.all(np.abs(rho) <= 1.0)
+    assert list(result['modes']) == ['pair', 'sample', 'image', 'text']
+    for mode in result['modes'].values():
+        for key in ('spearman_own', 'spearman_sample', 'spearman_score', 'ceiling'):
+            assert len(mode[key]) == 4
+    # The 'sample' estimator is the anchor's: every ordered pair counts.
+    assert result['modes']['sample']['num_pairs'] == 2 * result['num_pairs']
+    assert result['table'].count('\n') == 1 + 4 * 4  # header, rule, 16 rows
     margins = result['margins']
     loss = load_tool('commonality_sanity').build_cmr_loss(Config.fromfile(CONFIG))
     for key in ('all', 'hardest'):
@@ -300,3 +311,31 @@ def test_part_analyses_refuse_a_model_without_parts(tmp_path):
     for tool in ('part_localisation', 'commonality_sanity'):
         with pytest.raises(ValueError, match=r'no part queries \(K = 0\)'):
             load_tool(tool).main([config, str(weights)])
+
+
+def test_record_run_writes_test_and_val_metrics(tmp_path, capsys):
+    stamp = '20250101_000000'
+    folder = tmp_path / 'run' / stamp
+    (folder / 'vis_data').mkdir(parents=True)
+    (folder / 'vis_data' / 'scalars.json').write_text(
+        json.dumps(dict(loss=1.0, epoch=1, step=5))
+        + '\n'
+        + json.dumps({'t2i/R1': 71.5, 't2i/mAP': 60.0, 'step': 1})
+        + '\n'
+    )
+    (folder / f'{stamp}.json').write_text(json.dumps({'t2i/R1': 70.0, 'lr': 1}))
+    tool = load_tool('record_run')
+    out = tmp_path / 'qs.json'
+    argv = [str(tmp_path / 'run'), '--config', 'configs/tbps_synth.py']
+    assert tool.main(argv + ['--minutes', '9.5', '--out', str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result['test'] == {'t2i/R1': 70.0}
+    assert result['val'] == {'t2i/R1': 71.5, 't2i/mAP': 60.0}
+    assert result['minutes'] == 9.5 and result['config'] == 'configs/tbps_synth.py'
+    # A work dir without test metrics is a user mistake, not a traceback.
+    (tmp_path / 'empty').mkdir()
+    argv = [str(tmp_path / 'empty'), '--config', 'c.py', '--out', str(out)]
+    assert tool.main(argv) == 1
+    assert 'error: no test metrics' in capsys.readouterr().err
+    argv = [str(tmp_path / 'missing'), '--config', 'c.py', '--out', str(out)]
+    assert tool.main(argv) == 1

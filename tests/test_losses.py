@@ -223,3 +223,62 @@ def test_losses_stay_finite_and_accurate_with_half_precision_inputs():
         assert half.dtype == torch.float32 and torch.isfinite(half)
         torch.testing.assert_close(half, full, atol=2e-2, rtol=1e-2)
         torch.testing.assert_close(autocast, full)
+
+
+def test_concentration_loss_is_the_spatial_variance_of_each_map():
+    from tbps_mm.models.losses import PartConcentrationLoss
+
+    loss = PartConcentrationLoss(grid=(4, 2), loss_weight=2.0)
+    one_cell = torch.zeros(3, 2, 8)
+    one_cell[..., 5] = 1.0
+    assert float(loss(one_cell)) == pytest.approx(0.0, abs=1e-7)
+    uniform = torch.full((3, 2, 8), 1 / 8)
+    # Rows 0..3 and columns 0..1 in units of 1/4: (15 + 3) / (12 * 16).
+    assert float(loss(uniform)) == pytest.approx(2.0 * 18 / 192, rel=1e-5)
+    # Two cells of one column, two rows apart: variance (2/4)^2 / 4.
+    pair = torch.zeros(1, 1, 8)
+    pair[0, 0, [0, 4]] = 0.5
+    assert float(loss(pair)) == pytest.approx(2.0 * 0.0625, rel=1e-5)
+    attn = torch.rand(2, 3, 8, requires_grad=True)
+    loss(attn.softmax(-1)).backward()
+    assert attn.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match='does not cover the 4x2 token grid'):
+        loss(torch.rand(2, 3, 9).softmax(-1))
+    with pytest.raises(ValueError, match='grid must be'):
+        PartConcentrationLoss(grid=(4,))
+
+
+@pytest.mark.parametrize('mode', ['image', 'text'])
+def test_cmr_single_modality_commonality_is_relative_to_the_batch(mode):
+    # Part 0: ids 0 and 1 alike in the chosen modality, id 2 apart; the other
+    # modality is random and must not matter.
+    torch.manual_seed(0)
+    a, b, c = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.9, 0.1, 0.0]), None
+    c = torch.tensor([0.0, 0.0, 1.0])
+    chosen = F.normalize(torch.stack([a, b, c]), dim=-1).unsqueeze(0)  # (1, 3, 3)
+    noise = F.normalize(torch.randn(1, 3, 3), dim=-1)
+    labels = torch.tensor([0, 1, 2])
+    loss = _cmr(commonality=mode)
+    image, text = (chosen, noise) if mode == 'image' else (noise, chosen)
+    common = loss.part_commonality(image, text, labels)[0]
+    assert common.shape == (3, 3)
+    sim = chosen[0] @ chosen[0].T
+    base = sim[~torch.eye(3, dtype=torch.bool)].mean()
+    expected = ((sim - base) / (1 - base)).clamp(0, 1)
+    torch.testing.assert_close(common, expected)
+    assert common[0, 1] > 0.5 and common[0, 2] == 0 and common[1, 2] == 0
+    # Margins shrink for the pair that shares the part.
+    margins = loss.part_margins(image, text, labels)[0]
+    assert margins[0, 1] < margins[0, 2]
+
+
+def test_sdm_on_part_embeddings_is_the_mean_of_per_part_losses():
+    torch.manual_seed(0)
+    img, txt = torch.randn(6, 3, 8), torch.randn(6, 3, 8)
+    labels = torch.tensor([0, 0, 1, 1, 2, 3])
+    parts = SDMLoss(input_key='part_embeds')(img, txt, labels)
+    single = SDMLoss()
+    expected = sum(single(img[:, k], txt[:, k], labels) for k in range(3)) / 3
+    torch.testing.assert_close(parts, expected)
+    with pytest.raises(ValueError, match=r'\(B, K, D\)'):
+        SDMLoss(input_key='part_embeds')(img[:, 0], txt[:, 0], labels)

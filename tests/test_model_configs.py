@@ -51,7 +51,14 @@ def test_paper_config_without_weights_names_the_missing_folder(tmp_path):
         MODELS.build(model)
 
 
-SYNTH_LOSSES = {'loss_sdm', 'loss_id', 'loss_cmr', 'loss_div', 'loss_sdm_fused'}
+SYNTH_LOSSES = {
+    'loss_sdm',
+    'loss_id',
+    'loss_cmr',
+    'loss_div',
+    'loss_conc',
+    'loss_sdm_fused',
+}
 
 
 @pytest.mark.parametrize(
@@ -82,11 +89,14 @@ def test_synth_quick_start_composition_builds_and_trains(config):
     losses = model(inputs, samples, mode='loss')
     optim.update_params(sum(losses.values()))
     assert set(losses) == SYNTH_LOSSES
-    # Both image encoders give the part queries an 8x3 grid of tokens.
+    # The CNN gives the part queries its 16x6 grid of stage-2 cells (the
+    # grid the concentration loss is built for), the ViT its 8x3 patches.
     with torch.no_grad():
         out = model.eval().encode_image(inputs['images'])
-    assert tuple(out['attn_hw']) == (8, 3)
-    assert out['attn'].shape == (B, cfg.num_parts, 24)
+    grid = tuple(cfg.model.losses.conc.grid)
+    assert tuple(out['attn_hw']) == grid
+    assert grid == ((16, 6) if 'vit' not in config else (8, 3))
+    assert out['attn'].shape == (B, cfg.num_parts, grid[0] * grid[1])
 
 
 def test_irra_schedule_multiplies_the_lr_of_new_modules():

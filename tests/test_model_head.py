@@ -204,3 +204,68 @@ def test_bn_neck_centres_embeddings_over_the_batch_and_stays_per_modality():
     assert head(tokens[:1], pooled[:1], modality='image')['embed'].shape == (1, 24)
     with pytest.raises(ValueError, match='embed_norm'):
         _head(embed_norm='ln')
+
+
+def test_lean_layers_have_no_self_attention_or_ffn_and_still_train():
+    torch.manual_seed(0)
+    head = _head(num_layers=1, self_attention=False, feedforward_ratio=0)
+    layer = head.decoder[0]
+    assert not hasattr(layer, 'self_attn') and not hasattr(layer, 'ffn')
+    out = head(torch.randn(2, 10, 48), torch.randn(2, 48), modality='image')
+    assert out['part_embeds'].shape == (2, 3, 24)
+    out['part_embeds'].sum().backward()
+    assert head.part_queries.grad is not None and head.part_queries.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match='feedforward_channels must be >= 0'):
+        _head(feedforward_ratio=-1)
+
+
+def test_sine_grid_embedding_codes_rows_and_columns():
+    from tbps_mm.models.heads.part_query_decoder_head import sine_grid_embedding
+
+    code = sine_grid_embedding(4, 3, 8).view(4, 3, 8)
+    # Row code (first half) is constant along a row, column code down a column.
+    torch.testing.assert_close(code[:, :1, :4].expand(4, 3, 4), code[..., :4])
+    torch.testing.assert_close(code[:1, :, 4:].expand(4, 3, 4), code[..., 4:])
+    assert not torch.allclose(code[0], code[1]) and not torch.allclose(
+        code[:, 0], code[:, 1]
+    )
+    with pytest.raises(ValueError, match='divisible by 4'):
+        sine_grid_embedding(2, 2, 6)
+
+
+def test_image_position_code_moves_attention_and_needs_the_grid():
+    torch.manual_seed(0)
+    head = _head(image_pos_embed='sine').eval()
+    # Identical tokens: without positions every cell gets the same weight.
+    tokens = torch.randn(1, 1, 48).expand(2, 12, 48)
+    plain = _head().eval()
+    flat = plain(tokens, torch.randn(2, 48), modality='image')['attn']
+    torch.testing.assert_close(flat, torch.full_like(flat, 1 / 12))
+    placed = head(tokens, torch.randn(2, 48), modality='image', hw=(4, 3))['attn']
+    assert placed.std(-1).min() > 1e-4
+    with pytest.raises(ValueError, match='needs the token grid'):
+        head(tokens, torch.randn(2, 48), modality='image')
+    with pytest.raises(ValueError, match='needs the token grid'):
+        head(tokens, torch.randn(2, 48), modality='image', hw=(5, 3))
+    # Captions have no grid: the text side is unchanged by the option.
+    text = _text()
+    torch.manual_seed(1)
+    a = _head(image_pos_embed='sine')
+    torch.manual_seed(1)
+    b = _head()
+    torch.testing.assert_close(
+        a(*text[:2], text[2], modality='text')['attn'],
+        b(*text[:2], text[2], modality='text')['attn'],
+    )
+    with pytest.raises(ValueError, match='image_pos_embed must be one of'):
+        _head(image_pos_embed='learned')
+
+
+def test_image_tokens_may_have_their_own_channels():
+    head = _head(image_token_channels=20)
+    out = head(torch.randn(2, 10, 20), torch.randn(2, 48), modality='image')
+    assert out['attn'].shape == (2, 3, 10)
+    with pytest.raises(
+        ValueError, match='image_in_channels=48, image_token_channels=20'
+    ):
+        head(torch.randn(2, 10, 48), torch.randn(2, 48), modality='image')

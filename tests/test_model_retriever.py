@@ -143,7 +143,7 @@ def test_sdm_on_the_fused_embedding_trains_coarse_and_part_branches():
         plain(inputs, samples, mode='loss')['loss_sdm'],
     )
     with pytest.raises(ValueError, match='input_key must be one of'):
-        MODELS.build(dict(type='SDMLoss', input_key='part_embeds'))
+        MODELS.build(dict(type='SDMLoss', input_key='attn'))
 
 
 def test_predict_image_only_text_only_and_mixed_batches(model):
@@ -312,3 +312,35 @@ def test_image_pooling_mean_uses_patch_tokens_not_cls():
     bad['image_pooling'] = 'max'
     with pytest.raises(ValueError, match='image_pooling'):
         MODELS.build(bad)
+
+
+def test_concat_maps_give_the_finest_grid_with_every_stage():
+    # Stages 2 and 3 of a slim ResNet at 64x32: 8x4 (32 ch) and 4x2 (64 ch).
+    cfg = tiny_retriever_cfg(
+        head=dict(image_in_channels=64, image_token_channels=96),
+        image_token_maps='concat',
+    )
+    cfg['image_encoder'] = dict(
+        type='mmpretrain.ResNet',
+        depth=18,
+        base_channels=16,
+        stem_channels=16,
+        num_stages=3,
+        strides=(1, 2, 2),
+        dilations=(1, 1, 1),
+        out_indices=(1, 2),
+    )
+    model = MODELS.build(cfg).eval()
+    x = torch.randn(2, 3, 64, 32)
+    out = model.encode_image(x)
+    assert out['attn'].shape == (2, NUM_PARTS, 32) and out['attn_hw'] == (8, 4)
+    with torch.no_grad():
+        fine, coarse = model.image_encoder(x)
+        feats = model._image_features(x)
+    # Each fine cell carries its own features and its coarse parent's.
+    tokens = feats['tokens'].view(2, 8, 4, 96)
+    torch.testing.assert_close(tokens[..., :32], fine.permute(0, 2, 3, 1))
+    torch.testing.assert_close(tokens[:, 3, 1, 32:], coarse[:, :, 1, 0])
+    torch.testing.assert_close(feats['pooled'], coarse.mean(dim=(2, 3)))
+    with pytest.raises(ValueError, match='image_token_maps must be one of'):
+        MODELS.build(dict(cfg, image_token_maps='fpn'))

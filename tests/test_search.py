@@ -201,10 +201,12 @@ def test_search_index_reuse_update_and_rebuild(setup, capsys, tmp_path):
         '--index',
         tmp_path / 'idx' / 'gallery.idx',
         '--index-type',
-        'ivf-pq-refine',
+        'two-stage',
         '--nlist',
         2,
-        '--pq-m',
+        '--nprobe',
+        2,
+        '--rank',
         8,
         '--query',
         QUERY,
@@ -213,8 +215,8 @@ def test_search_index_reuse_update_and_rebuild(setup, capsys, tmp_path):
     )
     assert code == 0, out7
     assert (
-        'index built: 16 images, ivf-pq-refine (nlist 2, nprobe 2, pq_m 8, '
-        'refine x10)' in out7
+        'index built: 16 images, two-stage (nlist 2, nprobe 2, rank 8, re-scored '
+        'x10 from float16)' in out7
     )
     # Every cell visited and every image re-scored: the exact ranking's set.
     assert sorted(line.split()[2] for line in result_lines(out7)) == sorted(found)
@@ -501,10 +503,13 @@ def test_inferencer_api_and_atomic_index(setup, tmp_path, monkeypatch):
         inferencer.index(str(images), index_file=str(index))
     monkeypatch.undo()
     assert index.read_bytes() == good
-    # The new image's vector waits in the encoding cache for the next run.
-    assert sorted(
-        p.name for p in tmp_path.iterdir() if p.name.startswith('gallery')
-    ) == ['gallery.idx', 'gallery.idx.encoding']
+    # The index file and the store it names remain, and the new image's
+    # vector waits in the encoding cache for the next run: nothing
+    # half-written is left.
+    left = {p.name for p in tmp_path.iterdir() if p.name.startswith('gallery')}
+    stores = {name for name in left if name.endswith('.sqlite')}
+    assert left - stores == {'gallery.idx', 'gallery.idx.encoding'}
+    assert len(stores) == 1 and GalleryIndex.read_header(str(index))
     assert not list(tmp_path.rglob('*.tmp'))
 
     # A damaged index file is rebuilt, not trusted.
@@ -513,6 +518,7 @@ def test_inferencer_api_and_atomic_index(setup, tmp_path, monkeypatch):
     assert summary['loaded'] is False and summary['num_images'] == 6
     assert (summary['resumed'], summary['encoded']) == (1, 5)
     assert not (tmp_path / 'gallery.idx.encoding').exists()
+    assert len(list(tmp_path.glob('gallery.idx.*.sqlite'))) == 1
 
     # Explanation: per part, an attention map over the patch grid and weights
     # over the query's words (special tokens left out).

@@ -5,7 +5,7 @@ import importlib.util
 import json
 import os.path as osp
 import shutil
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +24,13 @@ from tbps_mm.apis import (
     read_manifest,
     track_encoders,
 )
-from tbps_mm.apis.track_gallery import track_index_metadata
+from tbps_mm.apis.track_gallery import (
+    covered_dates,
+    insert_tracks,
+    track_index_metadata,
+)
 from tbps_mm.datasets import SynthPedesVideos
+from tbps_mm.index import GalleryIndex
 from tbps_mm.registry import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -347,3 +352,147 @@ def test_track_fingerprint_is_the_image_gallery_one(setup):
     other = FusedEncoder(setup['encoder'].model, pipeline=[])
     assert other.fingerprints['model'] == inferencer.fingerprints['model']
     assert other.fingerprints['pipeline'] != inferencer.fingerprints['pipeline']
+
+
+def _synthetic_gallery(path, n=60, seed=0):
+    """Tracks on 3 cameras over two dates, with random vectors."""
+    rng = np.random.default_rng(seed)
+    gallery = TrackGallery.open(str(path), 'fp')
+    keys, records = [], []
+    for i in range(n):
+        day = datetime(2025, 6, 2 + i % 2, 9, 58)
+        start = day + timedelta(seconds=float(rng.uniform(0, 600)))
+        end = start + timedelta(seconds=float(rng.uniform(1, 90)))
+        keys.append(f'v{i % 2}/{i}')
+        records.append(
+            dict(
+                camera=str(i % 3),
+                video=f'/v/cam{i % 3}.mp4',
+                track_id=i,
+                start_time=start.isoformat(),
+                end_time=end.isoformat(),
+                crop=f'{i}.jpg',
+            )  # fmt: skip
+        )
+    no_time = dict(records[0], start_time=None, end_time=None, track_id=n)
+    keys.append('v0/none')
+    records.append(no_time)
+    # a long track: a window's start bound goes down widened by 9 hours, so
+    # the search must ask for more candidates than topk
+    long = dict(records[1], start_time='2025-06-02T00:30:00', track_id=n + 1)
+    keys.append('v1/long')
+    records.append(dict(long, end_time='2025-06-02T09:50:00'))
+    vectors = rng.standard_normal((len(keys), 16)).astype(np.float32)
+    insert_tracks(gallery, keys, vectors, records)
+    gallery.videos['v'] = dict(tracks=keys, dates=covered_dates(records))
+    gallery.save()
+    return gallery, keys, vectors, records
+
+
+def _reference(keys, vectors, records, query, topk, cameras=None, window=None,
+               time_of_day=None, min_score=None, exclude=()):  # fmt: skip
+    """The filtered ranking, by brute force over every track."""
+    scores = vectors @ query
+    passed = []
+    for i in np.argsort(-scores, kind='stable'):
+        record = records[i]
+        if keys[i] in exclude or (cameras and record['camera'] not in cameras):
+            continue
+        if min_score is not None and scores[i] < min_score:
+            continue
+        if window or time_of_day:
+            if record['start_time'] is None:
+                continue
+            start = datetime.fromisoformat(record['start_time'])
+            end = datetime.fromisoformat(record['end_time'])
+            if window:
+                lo, hi = window
+            else:
+                lo = datetime.combine(start.date(), time_of_day[0])
+                hi = datetime.combine(start.date(), time_of_day[1])
+            if (lo and end < lo) or (hi and start > hi):  # no overlap
+                continue
+        passed.append(keys[i])
+    return passed[:topk]
+
+
+def test_filtered_track_search_is_exact_and_pushed_down(tmp_path):
+    path = tmp_path / 'synthetic.tracks'
+    _, keys, vectors, records = _synthetic_gallery(path)
+    gallery = TrackGallery.open(str(path), 'fp')  # as saved
+    # the metadata columns the index filters on
+    item = gallery.index.item(gallery.index.id_of(keys[5]))
+    assert item['camera'] == records[5]['camera']
+    assert item['source'] == records[5]['video']
+    start = datetime.fromisoformat(records[5]['start_time'])
+    assert item['time'] == pytest.approx((start - datetime(1970, 1, 1)).total_seconds())
+    assert item['extra']['end_time'] == records[5]['end_time']
+    filters = []
+    search_ids = gallery.index.search_ids
+
+    def recording(queries, topk, filter=None):
+        filters.append(filter)
+        return search_ids(queries, topk, filter=filter)
+
+    gallery.index.search_ids = recording
+    query = np.random.default_rng(1).standard_normal(16).astype(np.float32)
+    d2 = datetime(2025, 6, 2, 10)
+    cases = [
+        dict(),
+        dict(cameras=['1']),
+        dict(min_score=0.5),
+        dict(window=(d2, d2.replace(minute=2))),
+        dict(window=(d2.replace(minute=3), None)),
+        dict(window=(None, d2.replace(hour=9, minute=59))),
+        dict(cameras=['0', '2'], window=(d2, d2.replace(minute=4))),
+        dict(time_of_day=(time(10, 0), time(10, 1))),
+        dict(time_of_day=(time(10, 5), time(10, 6)), cameras=['2'], min_score=-1.0),
+        dict(exclude={keys[0], keys[1]}),
+    ]  # fmt: skip
+    for case in cases:
+        for topk in (1, 3, 100):
+            filters.clear()
+            window = case.get('window') or case.get('time_of_day') or (None, None)
+            got = gallery.search(
+                query, topk, cameras=case.get('cameras'), time_from=window[0],
+                time_to=window[1], min_score=case.get('min_score'),
+                exclude=case.get('exclude', ()),
+            )  # fmt: skip
+            want = _reference(keys, vectors, records, query, topk, **case)
+            assert [h['key'] for h in got] == want, (case, topk)
+            assert [h['rank'] for h in got] == list(range(1, len(got) + 1))
+            # the filters went down into the index's filter spec
+            for spec in filters:
+                if case.get('cameras'):
+                    assert spec['cameras'] == case['cameras']
+                if case.get('min_score') is not None:
+                    assert spec['min_score'] == case['min_score']
+                assert ('time' in spec) == (window != (None, None))
+    # a track that starts before the window and ends inside it overlaps it
+    first = min((r for r in records if r['start_time']), key=lambda r: r['end_time'])
+    end = datetime.fromisoformat(first['end_time'])
+    hits = gallery.search(query, 100, time_from=end, time_to=end + timedelta(hours=1))
+    assert first['track_id'] in [h['track_id'] for h in hits]
+    after = gallery.search(query, 100, time_from=end + timedelta(seconds=1))
+    assert first['track_id'] not in [h['track_id'] for h in after]
+    with pytest.raises(ValueError, match='both be times of day'):
+        gallery.search(query, 5, time_from=time(10), time_to=d2)
+
+
+def test_track_gallery_file_is_a_gallery_index(setup, tmp_path):
+    path = tmp_path / 'synthetic.tracks'
+    _, keys, vectors, _ = _synthetic_gallery(path)
+    gallery = TrackGallery.open(str(path), 'fp')
+    np.testing.assert_array_equal(gallery.vectors(keys[:3]), vectors[:3])
+    assert len(gallery.records) == len(keys) and keys[2] in gallery
+    # an image gallery index is not a track gallery, even to rebuild
+    images = GalleryIndex(16)
+    images.add(['a.jpg'], vectors[:1])
+    images.save(str(tmp_path / 'images.idx'), dict(model='m'))
+    for rebuild in (False, True):
+        with pytest.raises(TrackGalleryError, match='not a video track gallery'):
+            TrackGallery.open(str(tmp_path / 'images.idx'), 'fp', rebuild=rebuild)
+    # another encoder's tracks: refused, or replaced when rebuilding
+    with pytest.raises(TrackGalleryError, match='another model'):
+        TrackGallery.open(str(path), 'other')
+    assert len(TrackGallery.open(str(path), 'other', rebuild=True)) == 0

@@ -33,7 +33,6 @@ import sys
 
 import tbps_mm  # noqa: F401  (registers every component)
 from tbps_mm.apis import TBPSInferencer, format_index_summary
-from tbps_mm.apis.gallery_index import INDEX_TYPES
 from tbps_mm.engine import (
     LaunchError,
     add_index_args,
@@ -43,6 +42,7 @@ from tbps_mm.engine import (
     inference_options,
     load_config,
 )
+from tbps_mm.index import INDEX_TYPES
 from tbps_mm.models.checkpoint import CheckpointMismatchError
 from tbps_mm.visualization import draw_ranked_list
 

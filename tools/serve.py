@@ -42,7 +42,6 @@ from tbps_mm.apis import (
     format_index_summary,
     track_encoders,
 )
-from tbps_mm.apis.gallery_index import INDEX_TYPES
 from tbps_mm.engine import (
     LaunchError,
     add_index_args,
@@ -52,6 +51,7 @@ from tbps_mm.engine import (
     inference_options,
     load_config,
 )
+from tbps_mm.index import INDEX_TYPES
 from tbps_mm.models.checkpoint import CheckpointMismatchError
 from tbps_mm_serve import create_app, create_track_app, uvicorn_config
 

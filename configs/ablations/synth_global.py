@@ -6,10 +6,14 @@
 # IRRA-like baseline the part branch must beat. This file is the one
 # definition of global-only for the SynthPedes model: the analyses and
 # benchmarks that compare with it load it.
+# Without part queries the finer token grid has no reader: the encoder returns
+# its last map only, as a global-only model would be built.
 _base_ = ['../tbps_synth.py']
 
 model = dict(
-    head=dict(num_parts=0),
-    losses=dict(cmr=None, div=None, sdm_fused=None),
+    image_encoder=dict(out_indices=(2,)),
+    image_token_maps='last',
+    head=dict(num_parts=0, image_token_channels=None, image_pos_embed=None),
+    losses=dict(cmr=None, div=None, conc=None, sdm_fused=None),
     fusion_weight=0.0,
 )

@@ -1,15 +1,16 @@
 """High-level APIs: build a model, encode images and captions into fused
 vectors, index image folders and videos and search them with text."""
 
-from .encoding_cache import EncodingCache
-from .fused_encoder import BACKENDS, FusedEncoder, find_test_pipeline
-from .gallery_index import (
+from tbps_mm.index import (
     CorruptIndexError,
     GalleryIndex,
     GalleryIndexError,
     IndexMismatchError,
     NotAnIndexError,
 )
+
+from .encoding_cache import EncodingCache
+from .fused_encoder import BACKENDS, FusedEncoder, find_test_pipeline
 from .image_folders import IMAGE_EXTENSIONS, FolderListing, list_image_folders
 from .inferencer import DEFAULT_INDEX_NAME, TBPSInferencer, format_index_summary
 from .model import init_model, read_config

@@ -44,12 +44,12 @@ import numpy as np
 from mmengine.logging import print_log
 from PIL import Image
 
+from tbps_mm.index import GalleryIndex
 from tbps_mm.models.checkpoint import file_sha256
 from tbps_mm.video import STAGES, VideoTrackPipeline
 
 from .fused_encoder import FusedEncoder
-from .gallery_index import GalleryIndex
-from .track_gallery import TrackGallery, insert_tracks, wall_clock
+from .track_gallery import TrackGallery, covered_dates, insert_tracks, wall_clock
 
 __all__ = [
     'DEFAULT_VIDEO_INGEST',
@@ -309,7 +309,7 @@ class VideoIndexer:
                 # no track yet: an empty gallery of the encoder's dimension
                 # still records that this video was indexed
                 dim = np.asarray(self.encode_crops([np.zeros((128, 48, 3), np.uint8)]))
-                self.gallery.index = GalleryIndex(int(dim.shape[1]), 'flat')
+                self.gallery.index = GalleryIndex(int(dim.shape[1]))
             self.gallery.videos[sha] = dict(
                 path=path,
                 camera=cam,
@@ -317,6 +317,7 @@ class VideoIndexer:
                 fingerprint=fingerprint,
                 settings=settings,
                 tracks=keys,
+                dates=covered_dates(records),
                 frames_decoded=result.frames_decoded,
                 frames_sampled=result.frames_sampled,
                 detections=result.detections,

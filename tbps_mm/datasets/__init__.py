@@ -1,11 +1,12 @@
 """TBPS datasets (CUHK-PEDES, ICFG-PEDES, RSTPReid, SynthPedes) and their
-transforms.
+transforms and samplers.
 
 Importing this package registers the dataset classes in
-``tbps_mm.registry.DATASETS`` and the transforms in ``TRANSFORMS``.
+``tbps_mm.registry.DATASETS``, the transforms in ``TRANSFORMS`` and the
+samplers in ``DATA_SAMPLERS``.
 """
 
-from . import transforms
+from . import samplers, transforms
 from .base_tbps_dataset import BaseTBPSDataset
 from .cuhk_pedes import CUHKPEDES
 from .icfg_pedes import ICFGPEDES
@@ -21,5 +22,6 @@ __all__ = [
     'SynthPedes',
     'SynthPedesVideos',
     'read_mot_ground_truth',
+    'samplers',
     'transforms',
 ]

@@ -15,9 +15,12 @@ Example:
     ...     data_root='data/synthpedes_tiny', size='tiny', seed=0, split='test'))
 """
 
+import json
 import logging
-from typing import Optional, Sequence, Tuple
+import os.path as osp
+from typing import Dict, Optional, Sequence, Tuple
 
+import numpy as np
 from mmengine.dist import barrier, get_dist_info
 from mmengine.logging import print_log
 
@@ -44,6 +47,15 @@ class SynthPedes(CUHKPEDES):
         image_size (Sequence[int], optional): ``(H, W)`` of generated crops;
             None keeps the generator's default.
         workers (int, optional): Generator processes; None lets it choose.
+        families (int, optional): The families variant with this many people
+            per family (docs/synthpedes.md, "Families"); every item then
+            carries ``family_id`` (the family index of attributes.json),
+            which the family batch sampler and the within-family metric read.
+            None (default) asks for the standard dataset.
+        with_part_codes (bool): Add ``part_codes`` to every item: an int64
+            array with one code per body part of ``BODY_PARTS`` (equal codes
+            = the same values of all that part's attributes). For the oracle
+            commonality diagnostic only; defaults to False.
         **kwargs: :class:`BaseTBPSDataset` arguments (``pipeline``,
             ``ann_file``, ``img_prefix``, ``skip_bad_samples``, ``test_mode``,
             ``lazy_init``, ...).
@@ -65,6 +77,8 @@ class SynthPedes(CUHKPEDES):
         images_per_id: Optional[int] = None,
         image_size: Optional[Sequence[int]] = None,
         workers: Optional[int] = None,
+        families: Optional[int] = None,
+        with_part_codes: bool = False,
         **kwargs,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -75,6 +89,8 @@ class SynthPedes(CUHKPEDES):
         self.images_per_id = images_per_id
         self.image_size = tuple(image_size) if image_size is not None else None
         self.workers = workers
+        self.families = families
+        self.with_part_codes = bool(with_part_codes)
         super().__init__(data_root=data_root, split=split, **kwargs)
 
     def _requested(self) -> dict:
@@ -85,11 +101,17 @@ class SynthPedes(CUHKPEDES):
             num_ids=self.num_ids,
             images_per_id=self.images_per_id,
             image_size=self.image_size,
+            families=self.families,
         )
 
     def _check_meta(self, meta: dict) -> None:
         """Raise if an existing SynthPedes was made with other settings."""
         differences = []
+        if self.families is None and meta.get('families') is not None:
+            differences.append(
+                f'families: asked the standard dataset, found families='
+                f'{meta["families"]!r}'
+            )
         for key, wanted in self._requested().items():
             if wanted is None:
                 continue
@@ -170,7 +192,62 @@ class SynthPedes(CUHKPEDES):
         """
         meta, _ = self.prepare_synthpedes()
         self._metainfo.update(synthpedes={k: meta.get(k) for k in self._requested()})
-        return super().load_data_list()
+        data_list = super().load_data_list()
+        if meta.get('families') is None and not self.with_part_codes:
+            return data_list
+        people = self._read_identities()
+        if meta.get('families') is not None:
+            self._metainfo.update(family_size=int(meta['families']))
+        codes = _part_codes(people) if self.with_part_codes else None
+        for item in data_list:
+            person = people.get(item['person_id'])
+            if person is None:
+                raise ValueError(
+                    f'SynthPedes: person id {item["person_id"]} of '
+                    f'{self.ann_file} is not in {self._attributes_path()}'
+                )
+            if meta.get('families') is not None:
+                item['family_id'] = int(person['family'])
+            if codes is not None:
+                item['part_codes'] = codes[item['person_id']]
+        return data_list
+
+    def _attributes_path(self) -> str:
+        return osp.join(self.data_root, 'attributes.json')
+
+    def _read_identities(self) -> Dict[int, dict]:
+        """The identities of attributes.json by person id."""
+        path = self._attributes_path()
+        try:
+            with open(path, encoding='utf-8') as f:
+                table = json.load(f)
+            people = {int(p['id']): p for p in table['identities']}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f'SynthPedes: cannot read the identities of {path} ({e})'
+            ) from e
+        if self.families is not None or any('family' in p for p in people.values()):
+            missing = [pid for pid, p in people.items() if 'family' not in p]
+            if missing:
+                raise ValueError(
+                    f'SynthPedes: {path}: identities {missing[:5]} have no family'
+                )
+        return people
+
+
+def _part_codes(people: Dict[int, dict]) -> Dict[int, np.ndarray]:
+    """One int per body part and person: equal ints = the same joint values of
+    that part's attributes (codes are indices in a sorted table per part)."""
+    from .synthpedes.attributes import BODY_PARTS, part_attributes
+
+    codes = {pid: np.zeros(len(BODY_PARTS), dtype=np.int64) for pid in people}
+    for k, part in enumerate(BODY_PARTS):
+        names = part_attributes(part)
+        keys = {pid: tuple(str(p.get(n)) for n in names) for pid, p in people.items()}
+        index = {key: i for i, key in enumerate(sorted(set(keys.values())))}
+        for pid, key in keys.items():
+            codes[pid][k] = index[key]
+    return codes
 
 
 def _generator_function(name: str):

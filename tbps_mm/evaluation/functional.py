@@ -582,3 +582,69 @@ def rank_lists(
     if not scores:
         return sim.new_zeros((0, k)).cpu(), torch.zeros((0, k), dtype=torch.long)
     return torch.cat(scores), torch.cat(indices)
+
+
+def grouped_rank_stats(
+    sim: ArrayLike,
+    query_labels: ArrayLike,
+    gallery_labels: ArrayLike,
+    query_groups: ArrayLike,
+    gallery_groups: ArrayLike,
+) -> Dict[str, torch.Tensor]:
+    """Per-query rank statistics when each query ranks only its group's gallery.
+
+    The within-family protocol of SynthPedes families (docs/evaluation.md):
+    a query of group ``f`` is ranked against the gallery items of group ``f``
+    only, so R@1 is the rate at which the right person beats the people who
+    share most of their body parts with them (chance: 1 / the number of
+    identities in the group). Ties count in expectation, as everywhere
+    (:func:`query_rank_stats`).
+
+    Args:
+        sim (Tensor | np.ndarray): (Q, G) similarities over the whole gallery.
+        query_labels, gallery_labels: (Q,) / (G,) person labels.
+        query_groups, gallery_groups: (Q,) / (G,) group (family) ids.
+
+    Returns:
+        dict[str, Tensor]: As :func:`query_rank_stats`, in query order.
+
+    Raises:
+        ValueError: A group's gallery holds fewer than two identities (its
+            queries could not miss, which would flatter the number), or a
+            query's group or label has no gallery item.
+
+    Example:
+        >>> stats = grouped_rank_stats([[0.9, 0.1, 0.99]], [0], [0, 1, 2],
+        ...                            [7], [7, 7, 8])
+        >>> stats['first_rank'].tolist()  # item 2 is another family's
+        [1.0]
+    """
+    sim, query_labels, gallery_labels = _check_inputs(sim, query_labels, gallery_labels)
+    query_groups = _as_tensor(query_groups, 'query_groups').reshape(-1).long()
+    gallery_groups = _as_tensor(gallery_groups, 'gallery_groups').reshape(-1).long()
+    if query_groups.numel() != sim.shape[0] or gallery_groups.numel() != sim.shape[1]:
+        raise ValueError(
+            f'got {query_groups.numel()} query and {gallery_groups.numel()} '
+            f'gallery groups for a {tuple(sim.shape)} similarity matrix'
+        )
+    query_groups = query_groups.to(sim.device)
+    gallery_groups = gallery_groups.to(sim.device)
+    out: Dict[str, torch.Tensor] = {}
+    order = []
+    for group in torch.unique(query_groups).tolist():
+        rows = (query_groups == group).nonzero().flatten()
+        cols = (gallery_groups == group).nonzero().flatten()
+        people = torch.unique(gallery_labels[cols]).numel()
+        if people < 2:
+            raise ValueError(
+                f'group {group} has {people} identities in the gallery; the '
+                'within-group ranking needs at least 2 (its queries could not miss)'
+            )
+        stats = query_rank_stats(
+            sim[rows][:, cols], query_labels[rows], gallery_labels[cols]
+        )
+        for key, value in stats.items():
+            out.setdefault(key, []).append(value)
+        order.append(rows.cpu())
+    inverse = torch.argsort(torch.cat(order))
+    return {key: torch.cat(values)[inverse] for key, values in out.items()}

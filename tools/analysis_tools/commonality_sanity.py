@@ -34,6 +34,7 @@ Example:
 """
 
 import argparse
+import copy
 import sys
 from typing import Dict, Optional, Sequence
 
@@ -49,9 +50,10 @@ from _harness import (
     patch_part_shares,
     write_result,
 )
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 from tbps_mm.evaluation import markdown_table
+from tbps_mm.models.losses.commonality_margin_ranking_loss import COMMONALITY_MODES
 from tbps_mm.registry import MODELS
 
 
@@ -155,7 +157,132 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--batch', type=int, default=64, help='batch size of the margin report'
     )
+    parser.add_argument(
+        '--modes',
+        nargs='+',
+        choices=COMMONALITY_MODES,
+        help="commonality estimators to compare (default: the config's)",
+    )
     return parser.parse_args(argv)
+
+
+def per_sample_sharing(sharing: np.ndarray, person_ids: np.ndarray) -> np.ndarray:
+    """True commonality of each sample's parts in the split.
+
+    Args:
+        sharing (np.ndarray): (P, B, B) from :func:`part_sharing`.
+        person_ids (np.ndarray): (B,) person ids.
+
+    Returns:
+        np.ndarray: (P, B) mean sharing of each part with the samples of
+        every other identity: how common the sample's part is.
+    """
+    other = person_ids[:, None] != person_ids[None, :]
+    return (sharing * other).sum(-1) / np.maximum(other.sum(-1), 1)
+
+
+def commonality_report(
+    loss,
+    f: torch.Tensor,
+    g: torch.Tensor,
+    labels: torch.Tensor,
+    sharing: np.ndarray,
+    best: np.ndarray,
+) -> Dict:
+    """How one commonality estimator tracks the true sharing of body parts.
+
+    Args:
+        loss (CommonalityMarginRankingLoss): Its ``commonality`` is the
+            estimator.
+        f (Tensor): (K, B, D) L2-normalised image parts.
+        g (Tensor): (K, B, D) L2-normalised text parts of the same samples.
+        labels (Tensor): (B,) person ids.
+        sharing (np.ndarray): (P, B, B) true sharing (:func:`part_sharing`).
+        best (np.ndarray): (K,) each query's best-matching body part.
+
+    Returns:
+        dict: ``spearman`` (K, P) rank correlation of the estimate with every
+        part's true sharing, over the pairs of different identities
+        (unordered for pair estimators, ordered for ``'sample'``);
+        ``spearman_own`` (K,) the same against the query's own part;
+        ``spearman_sample`` (K,) per sample: the estimate's mean over the
+        other identities against the true commonality of the own part
+        (:func:`per_sample_sharing`); ``spearman_score`` (K,) against the
+        negative's cross-modal part score (the mean of both directions);
+        ``rows`` the table rows; ``num_pairs``.
+    """
+    person_ids = labels.numpy()
+    B = len(person_ids)
+    common = loss.part_commonality(f, g, labels).expand(-1, -1, B).numpy()
+    other = person_ids[:, None] != person_ids[None, :]
+    pairs = np.triu(np.ones((B, B), dtype=bool), k=1) & other
+    if loss.commonality == 'sample':
+        # c^k(i) belongs to the anchor: use every ordered pair.
+        pairs = other
+    cross = g @ f.transpose(1, 2)  # (K, B, B): text i vs image j
+    score = (0.5 * (cross + cross.transpose(1, 2))).numpy()
+    truth_sample = per_sample_sharing(sharing, person_ids)  # (P, B)
+    # Commonality at or above this gives the floor margin (margin_min).
+    floor_at = 1.0 - loss.margin_min / max(loss.margin_max, 1e-12)
+    K = f.shape[0]
+    rho = np.zeros((K, len(BODY_PARTS)))
+    rho_sample, rho_score, ceiling, rows = np.zeros(K), np.zeros(K), np.zeros(K), []
+    for k in range(K):
+        c = common[k][pairs]
+        for p in range(len(BODY_PARTS)):
+            rho[k, p] = spearmanr(c, sharing[p][pairs]).statistic
+        c_sample = (common[k] * other).sum(-1) / np.maximum(other.sum(-1), 1)
+        rho_sample[k] = spearmanr(c_sample, truth_sample[best[k]]).statistic
+        rho_score[k] = spearmanr(c, score[k][pairs]).statistic
+        own = sharing[best[k]][pairs]
+        ceiling[k] = spearmanr(own, rankdata(own, method='ordinal')).statistic
+        rows.append(
+            [
+                loss.commonality,
+                f'q{k}',
+                BODY_PARTS[best[k]],
+                f'{rho[k, best[k]]:+.3f}',
+                f'{ceiling[k]:+.3f}',
+                f'{rho_sample[k]:+.3f}',
+                f'{rho_score[k]:+.3f}',
+            ]
+            + [f'{rho[k, p]:+.3f}' for p in range(len(BODY_PARTS))]
+            + [
+                f'{c[own == 1].mean():.3f}' if (own == 1).any() else '-',
+                f'{c[own == 0].mean():.3f}' if (own == 0).any() else '-',
+                f'{c.mean():.3f}',
+                f'{100 * (c >= floor_at).mean():.1f}',
+            ]
+        )
+    return dict(
+        spearman=rho,
+        spearman_own=rho[np.arange(K), best],
+        spearman_sample=rho_sample,
+        spearman_score=rho_score,
+        ceiling=ceiling,
+        rows=rows,
+        num_pairs=int(pairs.sum()),
+    )
+
+
+HEADERS = (
+    [
+        'estimator',
+        'query',
+        'attends to',
+        'Spearman (own part)',
+        'ceiling (own part)',
+        'per sample (own part)',
+        "rho vs negative's score",
+    ]
+    + [f'rho vs {p}' for p in BODY_PARTS]
+    + [
+        'mean c, part fully shared',
+        'mean c, nothing shared',
+        'mean c, all pairs',
+        '% pairs at margin floor',
+    ]
+)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -176,77 +303,64 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     person_ids = images['person_id']
     labels = torch.as_tensor(person_ids)
     loss = build_cmr_loss(cfg)
-    common = loss.part_commonality(f, g, labels)  # (K, B, B) or (K, B, 1)
-    common = common.expand(-1, -1, len(person_ids)).numpy()
-
     attributes = load_attributes(encoded['data_root'])
     sharing = part_sharing(attributes, person_ids)  # (P, B, B)
-    # Pairs of different identities, each unordered pair once.
-    upper = np.triu(np.ones((len(person_ids),) * 2, dtype=bool), k=1)
-    pairs = upper & (person_ids[:, None] != person_ids[None, :])
-    if loss.commonality == 'sample':
-        # c^k(i) belongs to the anchor: use every ordered pair.
-        pairs = person_ids[:, None] != person_ids[None, :]
-
     shares = patch_part_shares(
         encoded['data_root'], images['img_path'], images['attn_hw']
     )
     best = localisation_table(images['attn'].numpy(), shares)['best']
 
-    # Commonality at or above this gives the floor margin (margin_min).
-    floor_at = 1.0 - loss.margin_min / max(loss.margin_max, 1e-12)
-    rho = np.zeros((model.num_parts, len(BODY_PARTS)))
-    rows = []
-    for k in range(model.num_parts):
-        c = common[k][pairs]
-        for p in range(len(BODY_PARTS)):
-            rho[k, p] = spearmanr(c, sharing[p][pairs]).statistic
-        own = sharing[best[k]][pairs]
-        rows.append(
-            [f'q{k}', BODY_PARTS[best[k]], f'{rho[k, best[k]]:+.3f}']
-            + [f'{rho[k, p]:+.3f}' for p in range(len(BODY_PARTS))]
-            + [
-                f'{c[own == 1].mean():.3f}' if (own == 1).any() else '-',
-                f'{c[own == 0].mean():.3f}' if (own == 0).any() else '-',
-                f'{c.mean():.3f}',
-                f'{100 * (c >= floor_at).mean():.1f}',
-            ]
-        )
-    headers = (
-        ['query', 'attends to', 'Spearman (own part)']
-        + [f'rho vs {p}' for p in BODY_PARTS]
-        + [
-            'mean c, part fully shared',
-            'mean c, nothing shared',
-            'mean c, all pairs',
-            '% pairs at margin floor',
-        ]
+    modes = args.modes or [loss.commonality]
+    reports = {}
+    for mode in modes:
+        estimator = copy.copy(loss)
+        estimator.commonality = mode
+        reports[mode] = commonality_report(estimator, f, g, labels, sharing, best)
+    table = markdown_table(
+        HEADERS, [row for report in reports.values() for row in report['rows']]
     )
-    table = markdown_table(headers, rows)
+    first = reports[modes[0]]
     print(
         f'\nCommonality sanity, SynthPedes {args.split} split: '
-        f'{int(pairs.sum())} pairs of different identities '
-        f'({len(person_ids)} images, commonality={loss.commonality!r}); '
-        f'checkpoint {args.checkpoint}\n'
+        f'{first["num_pairs"]} pairs of different identities '
+        f"({len(person_ids)} images, estimators {modes}, the config's "
+        f'{loss.commonality!r}); checkpoint {args.checkpoint}\n'
     )
     print(table)
     margins = effective_margins(loss, f, g, labels, args.batch)
     kept = 'all' if loss.negatives == 'all' else f'the {loss.negatives} hardest'
     print(
         f'\nMargins asked for in random batches of {args.batch} '
-        f'(margin_mode={loss.margin_mode!r}): mean {margins["all"]:.3f} over all '
+        f'(margin_mode={loss.margin_mode!r}, commonality={loss.commonality!r}): '
+        f'mean {margins["all"]:.3f} over all '
         f'negatives, {margins["hardest"]:.3f} over {kept} (the ones the loss keeps).'
     )
     write_result(
         args,
         dict(
-            commonality=loss.commonality,
-            num_pairs=int(pairs.sum()),
+            commonality=modes[0],
+            num_pairs=first['num_pairs'],
             parts=list(BODY_PARTS),
             best=[BODY_PARTS[b] for b in best],
-            spearman=rho.tolist(),
+            spearman=first['spearman'].tolist(),
+            modes={
+                mode: dict(
+                    num_pairs=r['num_pairs'],
+                    spearman=r['spearman'].tolist(),
+                    spearman_own=r['spearman_own'].tolist(),
+                    spearman_sample=r['spearman_sample'].tolist(),
+                    spearman_score=r['spearman_score'].tolist(),
+                    ceiling=r['ceiling'].tolist(),
+                )
+                for mode, r in reports.items()
+            },
             table=table,
-            margins=dict(margins, batch=args.batch, negatives=loss.negatives),
+            margins=dict(
+                margins,
+                batch=args.batch,
+                negatives=loss.negatives,
+                commonality=loss.commonality,
+            ),
         ),
     )
     return 0

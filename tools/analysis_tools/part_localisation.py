@@ -17,26 +17,97 @@ cell's pixels that belong to each part) and reports, per query:
 Written by hand: MMPretrain / MMEngine have no attention-vs-mask analysis.
 The model, the data loader and the mask arithmetic come from ``_harness``.
 
+With ``--figure``, it also draws a few images of the split with their part
+masks and each query's attention (MMEngine's heat-map overlay, through
+``tbps_mm.visualization.attention_heatmap``).
+
 Example:
     python tools/analysis_tools/part_localisation.py configs/tbps_synth.py \\
-        work_dirs/tbps_synth/epoch_9.pth
+        work_dirs/tbps_synth/epoch_9.pth --split val \\
+        --figure part_attention.png
 """
 
 import argparse
 import sys
 from typing import Dict, Optional, Sequence
 
+import numpy as np
 from _harness import (
     BODY_PARTS,
     MASK_PARTS,
     checkpoint_parser,
     encode_checkpoint,
     localisation_table,
+    mask_path,
     patch_part_shares,
     write_result,
 )
+from PIL import Image, ImageDraw
 
 from tbps_mm.evaluation import markdown_table
+from tbps_mm.visualization import attention_heatmap, get_font, load_rgb
+
+#: Colours of the mask parts in the figure (background black).
+PART_COLOURS = np.array(
+    [
+        [0, 0, 0],
+        [230, 159, 0],
+        [86, 180, 233],
+        [0, 158, 115],
+        [240, 228, 66],
+        [204, 121, 167],
+    ],
+    dtype=np.uint8,
+)
+
+
+def draw_localisation_figure(
+    img_paths: Sequence[str],
+    mask_paths: Sequence[str],
+    attn: np.ndarray,
+    grid: Sequence[int],
+    best: Sequence[str],
+    scale: int = 2,
+) -> Image.Image:
+    """One row per image: the image, its part mask, each query's attention.
+
+    Args:
+        img_paths (Sequence[str]): The images.
+        mask_paths (Sequence[str]): Their SynthPedes part masks.
+        attn (np.ndarray): (n, K, h * w) attention of the K queries.
+        grid (Sequence[int]): The (h, w) token grid.
+        best (Sequence[str]): Each query's best-matching part (column titles).
+        scale (int): Upsampling of the images in the figure. Defaults to 2.
+
+    Returns:
+        PIL.Image.Image: The figure.
+    """
+    h, w = grid
+    font = get_font(12)
+    titles = ['image', 'part mask'] + [f'q{k}: {b}' for k, b in enumerate(best)]
+    tiles = []
+    for path, mpath, maps in zip(img_paths, mask_paths, attn):
+        image = load_rgb(path)
+        size = (image.width * scale, image.height * scale)
+        image = image.resize(size, Image.BICUBIC)
+        mask = Image.fromarray(PART_COLOURS[np.asarray(Image.open(mpath))])
+        row = [image, mask.resize(size, Image.NEAREST)]
+        row += [attention_heatmap(image, m.reshape(h, w)) for m in maps]
+        tiles.append(row)
+    tw, th = tiles[0][0].size
+    pad, head = 4, 18
+    fig = Image.new(
+        'RGB',
+        (len(titles) * (tw + pad) + pad, head + len(tiles) * (th + pad) + pad),
+        'white',
+    )
+    draw = ImageDraw.Draw(fig)
+    for c, title in enumerate(titles):
+        draw.text((pad + c * (tw + pad), 2), title, fill='black', font=font)
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            fig.paste(tile, (pad + c * (tw + pad), head + r * (th + pad)))
+    return fig
 
 
 def format_localisation(result: Dict) -> str:
@@ -74,7 +145,17 @@ def format_localisation(result: Dict) -> str:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    return checkpoint_parser(__doc__.split('\n')[0]).parse_args(argv)
+    parser = checkpoint_parser(__doc__.split('\n')[0])
+    parser.add_argument(
+        '--figure', help='also draw the attention maps of a few images here (PNG)'
+    )
+    parser.add_argument(
+        '--figure-images',
+        type=int,
+        default=6,
+        help='images in the figure, spread evenly over the split',
+    )
+    return parser.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -93,6 +174,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f'{args.checkpoint}\n'
     )
     print(table)
+    if args.figure:
+        n = len(images['img_path'])
+        pick = np.linspace(0, n - 1, min(args.figure_images, n)).astype(int)
+        paths = [images['img_path'][i] for i in pick]
+        fig = draw_localisation_figure(
+            paths,
+            [mask_path(encoded['data_root'], p) for p in paths],
+            images['attn'].numpy()[pick],
+            images['attn_hw'],
+            [BODY_PARTS[b] for b in result['best']],
+        )
+        fig.save(args.figure)
+        print(f'wrote {args.figure}')
     write_result(
         args,
         dict(

@@ -1,14 +1,23 @@
 # The CPU quick-start model for SynthPedes (configs/tbps_synth.py): a slim
 # ResNet (ResNet-18 blocks, 32 base channels, 3 stages) and a small BERT-style
 # text encoder, both randomly initialised, K = 4 shared part queries,
-# SDM (coarse and fused) + ID + CMR (4 hardest negatives) + part diversity.
+# SDM (coarse and fused) + ID + CMR (4 hardest negatives) + part diversity
+# and concentration.
 #
 # Why a CNN and not the small ViT (configs/ablations/synth_vit.py): from scratch, on
 # 4,000 training images and a 15-minute CPU budget, the convolution's locality
 # prior learns colours and garments per body region several times faster
 # than patch attention (docs/benchmarks_accuracy.md, "Choosing the quick-start
-# model"). The third stage's 8x3 feature map at 128x48 gives the 24 image
-# tokens the part queries attend over, like the ViT's patch grid.
+# model"). The pooled feature of the coarse embedding is the third stage's
+# 8x3 map; the part queries attend over a finer 16x6 grid of 96 tokens: the
+# second stage's map with the third stage's features upsampled onto it
+# (image_token_maps='concat'), plus a fixed 2-D sine code of each token's
+# position. A concentration loss keeps each query's image attention compact and
+# the diversity loss keeps the queries apart, so that without part labels the
+# queries settle on body parts (docs/method.md, "Image tokens of the
+# SynthPedes model"; measured in docs/benchmarks_accuracy.md, "Part
+# localisation"). The decoder is one lean layer (cross-attention only: no
+# query self-attention, no FFN), for its training cost (docs/benchmarks.md).
 #
 # text_vocab_size must cover the SynthPedes tokenizer (<data_root>/tokenizer,
 # 219 tokens, [PAD] = 0); captions must fit in text_max_length tokens. The ID
@@ -20,6 +29,10 @@ text_max_length = 64
 num_parts = 4
 embed_dims = 256
 image_channels = 128  # the third stage's width: 32 base channels x 4
+# The part queries' token grid: the second stage's map (64 channels, stride 8)
+# with the third stage's (128 channels) upsampled onto it.
+token_grid = (img_size[0] // 8, img_size[1] // 8)  # 16x6 at 128x48
+image_token_channels = 64 + image_channels
 
 model = dict(
     type='TBPSRetriever',
@@ -30,9 +43,9 @@ model = dict(
         stem_channels=32,
         base_channels=32,
         num_stages=3,
-        strides=(1, 2, 2),  # with the stem's /4: an 8x3 map at 128x48
+        strides=(1, 2, 2),  # with the stem's /4: 16x6 and 8x3 maps at 128x48
         dilations=(1, 1, 1),
-        out_indices=(2,),
+        out_indices=(1, 2),
         # PyTorch's default initialisation instead of MMPretrain's (Kaiming
         # normal convolutions, the last BN of each residual block at zero,
         # applied when the Runner calls init_weights): from scratch at this
@@ -41,6 +54,7 @@ model = dict(
         zero_init_residual=False,
         init_cfg=[],
     ),
+    image_token_maps='concat',
     channels_last=True,  # faster convolutions on CPU
     text_encoder=dict(
         type='BertTextEncoder',
@@ -65,8 +79,12 @@ model = dict(
         embed_dims=embed_dims,
         num_parts=num_parts,
         decoder_dims=128,
-        num_layers=2,
+        num_layers=1,
         num_heads=4,
+        self_attention=False,
+        feedforward_ratio=0,
+        image_token_channels=image_token_channels,
+        image_pos_embed='sine',
         attention='cross',
         coarse_bias=True,
         # From scratch, a per-modality BN neck keeps the coarse embeddings
@@ -85,7 +103,14 @@ model = dict(
         cmr=dict(type='CommonalityMarginRankingLoss', negatives=4),
         # Without it the K queries start alike, get alike gradients and stay
         # one attention map (docs/benchmarks_accuracy.md, part localisation).
-        div=dict(type='PartDiversityLoss'),
+        # Weight 2 with the concentration loss: two queries on one region
+        # would both pay for it (docs/benchmarks_accuracy.md, part
+        # localisation: weights chosen on the val split).
+        div=dict(type='PartDiversityLoss', loss_weight=2.0),
+        # The spatial variance of each query's image attention: compact
+        # regions (SCOPS-style concentration; no part labels). At weight 30 a
+        # uniform map on the 16x6 grid costs 2.8, a part-sized one about 0.15.
+        conc=dict(type='PartConcentrationLoss', grid=token_grid, loss_weight=30.0),
         # SDM on the fused embedding (TBPSRetriever.fused_embed): trains the
         # score the test ranks by, s_coarse + lambda * mean_k s_k, so the
         # parts learn what the coarse embedding misses. Without it the two

@@ -30,7 +30,11 @@ __all__ = [
     'ATTRIBUTE_PARTS',
     'ATTRIBUTE_VALUES',
     'PART_NAMES',
+    'BODY_PARTS',
     'attribute_frequencies',
+    'family_member',
+    'part_attributes',
+    'part_value_distribution',
     'sample_identity',
 ]
 
@@ -97,6 +101,29 @@ ATTRIBUTE_PARTS: Dict[str, str] = {
     'carried': 'carried',
     'carried_colour': 'carried',
 }
+
+#: The body parts that identities of a family differ in: every mask part but
+#: the background, each with the attributes of :data:`ATTRIBUTE_PARTS` that
+#: describe it ('body' attributes, gender and build, belong to no part).
+BODY_PARTS: Tuple[str, ...] = PART_NAMES[1:]
+
+
+def part_attributes(part: str) -> Tuple[str, ...]:
+    """The attributes that make up one body part, in :data:`ATTRIBUTE_PARTS` order.
+
+    Args:
+        part (str): One of :data:`BODY_PARTS`.
+
+    Returns:
+        tuple[str, ...]: e.g. ``('lower_type', 'lower_colour')`` for ``'lower'``.
+
+    Example:
+        >>> part_attributes('feet')
+        ('shoe_type', 'shoe_colour')
+    """
+    if part not in BODY_PARTS:
+        raise ValueError(f'unknown body part {part!r}; choose one of {BODY_PARTS}')
+    return tuple(name for name, p in ATTRIBUTE_PARTS.items() if p == part)
 
 
 def _zipf(order: List[str], exponent: float) -> Dict[str, float]:
@@ -362,3 +389,134 @@ def sample_identity(rng: np.random.Generator) -> Dict:
     result: Dict = dict(ident)
     result['rgb'] = rgb
     return result
+
+
+# Attributes whose prior is conditional on another attribute of the identity:
+# name -> the attribute it depends on.
+_CONDITIONED_ON = {
+    'hair_length': 'gender',
+    'lower_type': 'gender',
+    'sleeves': 'upper_type',
+}
+# Optional items: the colour attribute is None when the item is 'none'.
+_ITEM_COLOUR = {'hat_colour': 'hat', 'carried_colour': 'carried'}
+
+
+def part_value_distribution(part: str, gender: str) -> List[Tuple[Tuple, float]]:
+    """The prior over the joint values of one body part's attributes.
+
+    Args:
+        part (str): One of :data:`BODY_PARTS`.
+        gender (str): The identity's gender (hair length and lower garment
+            depend on it).
+
+    Returns:
+        list[tuple[tuple, float]]: ``(values, probability)`` for every joint
+        value of :func:`part_attributes` ``(part)`` with non-zero prior, in a
+        fixed order; the probabilities sum to 1. They are exactly the
+        probabilities with which :func:`sample_identity` draws the part.
+
+    Example:
+        >>> dist = part_value_distribution('feet', 'male')
+        >>> abs(sum(p for _, p in dist) - 1.0) < 1e-9
+        True
+    """
+    if gender not in _PRIORS['gender']:
+        raise ValueError(f'unknown gender {gender!r}')
+    names = part_attributes(part)
+    joint: List[Tuple[Dict[str, Optional[str]], float]] = [({}, 1.0)]
+    for name in names:
+        grown = []
+        for values, prob in joint:
+            if name in _ITEM_COLOUR and values[_ITEM_COLOUR[name]] == 'none':
+                grown.append(({**values, name: None}, prob))
+                continue
+            table = _PRIORS[name]
+            if name in _CONDITIONED_ON:
+                parent = _CONDITIONED_ON[name]
+                table = table[gender if parent == 'gender' else values[parent]]
+            for value, p in table.items():
+                if p > 0:
+                    grown.append(({**values, name: value}, prob * p))
+        joint = grown
+    total = sum(p for _, p in joint)
+    return [(tuple(v[n] for n in names), p / total) for v, p in joint]
+
+
+# Which rgb shades each body part owns (the renderer's colour keys).
+_PART_SHADES = {
+    'head': (
+        ('hair', 'hair_colour', HAIR_COLOURS, 10),
+        ('hat', 'hat_colour', COLOURS, 12),
+    ),
+    'upper': (('upper', 'upper_colour', COLOURS, 14),),
+    'lower': (('lower', 'lower_colour', COLOURS, 14),),
+    'feet': (('shoes', 'shoe_colour', COLOURS, 12),),
+    'carried': (('carried', 'carried_colour', COLOURS, 12),),
+}
+
+
+def family_member(base: Dict, part: str, rng: np.random.Generator) -> Dict:
+    """An identity equal to ``base`` but for one body part, drawn with the prior.
+
+    The new value of ``part`` is drawn from a coupling of the part's prior
+    with itself that never repeats the base's value: the joint values are
+    laid out in a random order on [0, 1), each over an interval as long as
+    its prior probability; ``u`` is uniform in the base value's interval
+    (so ``u`` is uniform on [0, 1) when the base was drawn from the prior)
+    and the member takes the value at ``(u + 0.5) mod 1``. Both ends of the
+    coupling follow the prior exactly, so a member is distributed as an
+    identity of :func:`sample_identity`, and since no joint value has prior
+    probability of 0.5 or more (checked) the member always differs from the
+    base in ``part``. The colour shades of the changed part are drawn anew;
+    every other attribute and shade (skin included) is the base's.
+
+    Args:
+        base (dict): An identity of :func:`sample_identity`.
+        part (str): The body part to change (one of :data:`BODY_PARTS`).
+        rng (numpy.random.Generator): The member's own random stream.
+
+    Returns:
+        dict: The member identity (a new dict; ``base`` is not modified).
+
+    Example:
+        >>> import numpy as np
+        >>> base = sample_identity(np.random.default_rng(0))
+        >>> member = family_member(base, 'lower', np.random.default_rng(1))
+        >>> (member['lower_type'], member['lower_colour']) != (
+        ...     base['lower_type'], base['lower_colour'])
+        True
+    """
+    names = part_attributes(part)
+    dist = part_value_distribution(part, base['gender'])
+    largest = max(p for _, p in dist)
+    if largest >= 0.5:
+        raise ValueError(
+            f'part {part!r} has a joint value of prior {largest:.3f} >= 0.5: '
+            'no coupling can both keep the prior and always change it'
+        )
+    order = rng.permutation(len(dist))
+    values = [dist[i][0] for i in order]
+    probs = np.array([dist[i][1] for i in order], dtype=np.float64)
+    starts = np.concatenate([[0.0], np.cumsum(probs)[:-1]])
+    current = tuple(base[n] for n in names)
+    try:
+        at = values.index(current)
+    except ValueError:
+        raise ValueError(
+            f'the base identity has {dict(zip(names, current))} for part '
+            f'{part!r}, which its prior (gender {base["gender"]!r}) never draws'
+        ) from None
+    u = starts[at] + probs[at] * rng.random()
+    v = (u + 0.5) % 1.0
+    pick = int(np.searchsorted(starts, v, side='right')) - 1
+    pick = min(max(pick, 0), len(values) - 1)
+    if pick == at:  # only floating-point rounding at an interval's edge
+        pick = (pick + 1) % len(values)
+    member = {k: (dict(v) if k == 'rgb' else v) for k, v in base.items()}
+    member.update(zip(names, values[pick]))
+    for key, colour_name, palette, spread in _PART_SHADES[part]:
+        member['rgb'].pop(key, None)
+        if member[colour_name] is not None:
+            member['rgb'][key] = _shade(rng, palette[member[colour_name]], spread)
+    return member

@@ -14,6 +14,7 @@ Folder layout (``OUT_DIR``)::
     masks/{split}/{id}/{id}_{k}.png     part masks, 8-bit grey, pixel = part index
     reid_raw.json                       CUHK-PEDES annotations
     attributes.json                     identities, value frequencies, per-image info
+                                        (and, with ``families=M``, the families table)
     tokenizer/                          the grammar's word-level tokenizer
     synthpedes_meta.json                written last: what was generated
 
@@ -43,8 +44,11 @@ from tqdm import tqdm
 from .attributes import (
     ATTRIBUTE_PARTS,
     ATTRIBUTE_VALUES,
+    BODY_PARTS,
     PART_NAMES,
     attribute_frequencies,
+    family_member,
+    part_attributes,
     sample_identity,
 )
 from .captions import processed_tokens, write_captions
@@ -56,6 +60,7 @@ __all__ = [
     'SIZES',
     'META_FILE',
     'generate_synthpedes',
+    'make_families',
     'read_synthpedes_meta',
     'split_id_counts',
     'dump_json',
@@ -95,10 +100,11 @@ _IDENTITY_KEYS = (
     'num_ids',
     'images_per_id',
     'image_size',
+    'families',
 )
 _MIN_IMAGE_SIZE = (48, 16)
 # Separate random streams for identities and images.
-_IDENTITY_STREAM, _IMAGE_STREAM = 0, 1
+_IDENTITY_STREAM, _IMAGE_STREAM, _FAMILY_STREAM = 0, 1, 2
 
 
 def split_id_counts(num_ids: int, size: str = 'small') -> Dict[str, int]:
@@ -186,10 +192,63 @@ def _file_stem(pid: int, k: int, id_width: int, k_width: int) -> str:
     return f'{pid:0{id_width}d}/{pid:0{id_width}d}_{k:0{k_width}d}'
 
 
+def make_families(
+    seed: int, splits: Dict[int, str], family_size: int
+) -> Tuple[Dict[int, Dict], List[Dict]]:
+    """The identities of a families SynthPedes and its families table.
+
+    Consecutive ids of a split form a family of ``family_size`` people. Each
+    family has a base identity (drawn like a standard identity, from the
+    stream ``(seed, family stream, family)``) that is not itself in the
+    dataset, and a random order of the body parts; member m equals the base
+    except for the m-th body part of that order, redrawn by
+    :func:`~.attributes.family_member` (which keeps the prior's marginals and
+    always changes the part). Two members thus share all but two body parts.
+
+    Args:
+        seed (int): The dataset seed.
+        splits (dict[int, str]): Split of every id; each split's ids are a
+            contiguous block whose size is a multiple of ``family_size``.
+        family_size (int): People per family, 2 to the number of body parts.
+
+    Returns:
+        tuple[dict[int, dict], list[dict]]: The identity of every id (with
+        ``family`` and ``changed_part`` added) and the families table: per
+        family its ``family`` index, ``split``, member ``ids``,
+        ``changed_parts`` (parallel to ``ids``) and ``base`` identity.
+    """
+    ids = sorted(splits)
+    identities: Dict[int, Dict] = {}
+    table: List[Dict] = []
+    for family, start in enumerate(range(0, len(ids), family_size)):
+        members = ids[start : start + family_size]
+        rng = np.random.default_rng([seed, _FAMILY_STREAM, family])
+        base = sample_identity(rng)
+        order = [BODY_PARTS[i] for i in rng.permutation(len(BODY_PARTS))]
+        parts = order[: len(members)]
+        for m, (pid, part) in enumerate(zip(members, parts)):
+            member_rng = np.random.default_rng([seed, _FAMILY_STREAM, family, m + 1])
+            identity = family_member(base, part, member_rng)
+            identity.update(family=family, changed_part=part)
+            identities[pid] = identity
+        table.append(
+            dict(
+                family=family,
+                split=splits[members[0]],
+                ids=members,
+                changed_parts=parts,
+                base=base,
+            )
+        )
+    return identities, table
+
+
 def _render_identity(task: Tuple) -> Tuple[int, Dict, List[Dict], Dict]:
     """Worker: render, caption and save every image of one identity."""
-    (root, seed, pid, split, images_per_id, image_size, id_width, k_width) = task
-    identity = sample_identity(np.random.default_rng([seed, _IDENTITY_STREAM, pid]))
+    (root, seed, pid, split, images_per_id, image_size, id_width, k_width) = task[:8]
+    identity = task[8] if len(task) > 8 else None
+    if identity is None:
+        identity = sample_identity(np.random.default_rng([seed, _IDENTITY_STREAM, pid]))
     records, infos = [], {}
     folder = None
     for k in range(images_per_id):
@@ -231,7 +290,7 @@ def _render_identity(task: Tuple) -> Tuple[int, Dict, List[Dict], Dict]:
     return pid, identity, records, infos
 
 
-def _check_args(size, seed, num_ids, images_per_id, image_size, workers):
+def _check_args(size, seed, num_ids, images_per_id, image_size, workers, families=None):
     if size not in SIZES:
         raise ValueError(
             f'unknown SynthPedes size {size!r}; choose one of {sorted(SIZES)}'
@@ -251,6 +310,14 @@ def _check_args(size, seed, num_ids, images_per_id, image_size, workers):
             raise ValueError(f'{name} must be an integer, got {value!r}')
         if value < low:
             raise ValueError(f'{name} must be >= {low}, got {value}')
+    if families is not None:
+        if isinstance(families, bool) or not isinstance(families, (int, np.integer)):
+            raise ValueError(f'families must be an integer, got {families!r}')
+        if not 2 <= families <= len(BODY_PARTS):
+            raise ValueError(
+                f'families must be between 2 and {len(BODY_PARTS)} (one changed '
+                f'body part per member: {", ".join(BODY_PARTS)}), got {families}'
+            )
     if (
         not isinstance(image_size, (tuple, list))
         or len(image_size) != 2
@@ -304,9 +371,9 @@ def existing_output(
             'new or empty folder.'
         )
     differ = [
-        f'{key}: {meta.get(key)!r} there, {wanted[key]!r} asked'
+        f'{key}: {meta.get(key)!r} there, {wanted.get(key)!r} asked'
         for key in keys
-        if meta.get(key) != wanted[key]
+        if meta.get(key) != wanted.get(key)
     ]
     if differ:
         raise ValueError(
@@ -319,7 +386,10 @@ def existing_output(
 
 
 def _attribute_table(
-    identities: Dict[int, Dict], splits: Dict[int, str], infos: Dict[str, Dict]
+    identities: Dict[int, Dict],
+    splits: Dict[int, str],
+    infos: Dict[str, Dict],
+    families: Optional[List[Dict]] = None,
 ) -> Dict:
     """The content of attributes.json."""
     counts = {}
@@ -333,16 +403,20 @@ def _attribute_table(
         entry = dict(identities[pid])
         entry.update(id=pid, split=splits[pid])
         people.append(entry)
-    return dict(
+    table = dict(
         generator_version=GENERATOR_VERSION,
         mask_parts=list(PART_NAMES),
         attribute_parts=dict(ATTRIBUTE_PARTS),
+        body_parts={part: list(part_attributes(part)) for part in BODY_PARTS},
         values={k: list(v) for k, v in ATTRIBUTE_VALUES.items()},
         frequencies=attribute_frequencies(),
         counts=counts,
         identities=people,
         images=infos,
     )
+    if families is not None:
+        table['families'] = families
+    return table
 
 
 def _default_workers(num_images: int) -> int:
@@ -360,6 +434,7 @@ def generate_synthpedes(
     workers: Optional[int] = None,
     image_size: Sequence[int] = (128, 48),
     progress: bool = True,
+    families: Optional[int] = None,
 ) -> str:
     """Generate a SynthPedes dataset into ``out_dir``.
 
@@ -378,6 +453,13 @@ def generate_synthpedes(
         image_size (tuple[int, int]): Crop (height, width). Defaults to
             (128, 48).
         progress (bool): Show a tqdm progress bar. Defaults to True.
+        families (int, optional): Generate the families variant with this
+            many people per family (2 to 5): each family is a base identity
+            (not in the dataset) and members that each differ from it in
+            exactly one body part (:func:`make_families`), with the same
+            attribute marginals and split sizes as the standard dataset.
+            Every split's size must be a multiple of it, so no family
+            straddles two splits. Defaults to None (independent identities).
 
     Returns:
         str: ``out_dir``.
@@ -393,7 +475,7 @@ def generate_synthpedes(
         >>> sorted(read_synthpedes_meta(root)['splits'])
         ['test', 'train', 'val']
     """
-    _check_args(size, seed, num_ids, images_per_id, image_size, workers)
+    _check_args(size, seed, num_ids, images_per_id, image_size, workers, families)
     preset = SIZES[size]
     num_ids = int(num_ids if num_ids is not None else preset['num_ids'])
     images_per_id = int(
@@ -409,6 +491,9 @@ def generate_synthpedes(
         images_per_id=images_per_id,
         image_size=list(image_size),
     )
+    if families is not None:
+        families = int(families)
+        meta['families'] = families
     out_dir = osp.abspath(out_dir)
     if existing_output(out_dir, meta):
         return out_dir
@@ -420,6 +505,26 @@ def generate_synthpedes(
         for _ in range(id_counts[split]):
             splits[pid] = split
             pid += 1
+    family_table = None
+    preset_identities: Dict[int, Dict] = {}
+    if families is not None:
+        if num_ids % families:
+            raise ValueError(
+                f'families={families} needs num_ids to be a multiple of it, '
+                f'got {num_ids}'
+            )
+        # Split whole families, in the preset's proportions: with a preset
+        # whose split sizes are multiples of the family size the splits are
+        # the standard ones.
+        family_counts = split_id_counts(num_ids // families, size)
+        id_counts = {s: n * families for s, n in family_counts.items()}
+        splits = {}
+        pid = 1
+        for split in SPLITS:
+            for _ in range(id_counts[split]):
+                splits[pid] = split
+                pid += 1
+        preset_identities, family_table = make_families(seed, splits, families)
     id_width = max(4, len(str(num_ids)))
     k_width = max(2, len(str(images_per_id - 1)))
 
@@ -431,7 +536,17 @@ def generate_synthpedes(
     os.makedirs(tmp_dir)
     try:
         tasks = [
-            (tmp_dir, seed, p, splits[p], images_per_id, image_size, id_width, k_width)
+            (
+                tmp_dir,
+                seed,
+                p,
+                splits[p],
+                images_per_id,
+                image_size,
+                id_width,
+                k_width,
+                preset_identities.get(p),
+            )
             for p in sorted(splits)
         ]
         num_images = num_ids * images_per_id
@@ -448,7 +563,7 @@ def generate_synthpedes(
             infos.update(image_infos)
         dump_json(annotations, osp.join(tmp_dir, ANN_FILE))
         dump_json(
-            _attribute_table(identities, splits, infos),
+            _attribute_table(identities, splits, infos, family_table),
             osp.join(tmp_dir, ATTRIBUTES_FILE),
         )
         build_synthpedes_tokenizer(osp.join(tmp_dir, TOKENIZER_DIR))
@@ -459,6 +574,8 @@ def generate_synthpedes(
             split_counts[split] = dict(
                 ids=id_counts[split], images=n_img, captions=2 * n_img
             )
+            if families is not None:
+                split_counts[split]['families'] = id_counts[split] // families
         meta.update(
             splits=split_counts,
             num_images=num_images,

@@ -61,6 +61,9 @@ class PackTBPSInputs(BaseTransform):
         'scale_factor',
         'flip',
         'flip_direction',
+        # SynthPedes families / oracle diagnostics (absent elsewhere).
+        'family_id',
+        'part_codes',
     )
 
     def __init__(self, meta_keys: Sequence[str] = DEFAULT_META_KEYS) -> None:

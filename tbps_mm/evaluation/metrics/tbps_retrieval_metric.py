@@ -12,7 +12,11 @@ sample, its modality, label, ``sample_idx`` and embeddings (on the CPU);
 - ``t2i-parts/...``: the part embeddings only (when the model has parts);
 - ``t2i-rerank/...``: the fused score after k-reciprocal re-ranking
   (``rerank=True``);
-- ``i2t/...``: image-to-text with the fused score (``i2t=True``).
+- ``i2t/...``: image-to-text with the fused score (``i2t=True``);
+- ``t2i-family/R1, mAP, mINP`` (and ``t2i-family-coarse/...``,
+  ``t2i-family-parts/...``): every query ranked against its own family's
+  gallery only (``within_family=True``, SynthPedes families; the samples
+  carry ``family_id``), :func:`~tbps_mm.evaluation.functional.grouped_rank_stats`.
 
 The numbers are identical in one process and under DDP: MMEngine's
 ``collect_results`` returns the samples in dataset order and drops the
@@ -44,6 +48,7 @@ from tbps_mm.registry import METRICS
 
 from ..functional import (
     DEFAULT_MEMORY_BUDGET,
+    grouped_rank_stats,
     query_rank_stats,
     rank_lists,
     summarize_rank_stats,
@@ -93,6 +98,10 @@ class TBPSRetrievalMetric(BaseMetric):
             every query (fused score, re-ranked when ``rerank``) in
             :attr:`ranked_results`. Defaults to 0 (keep nothing).
         collect_device (str): ``'cpu'`` or ``'gpu'``. Defaults to ``'cpu'``.
+        within_family (bool): Also report the within-family numbers
+            (``t2i-family/...``; chance R@1 = 1 / family size). Every sample
+            must carry ``family_id`` (SynthPedes with ``families=M``).
+            Defaults to False.
         prefix (str, optional): Prepended to every key (``prefix/t2i/R1``).
         collect_dir (str, optional): Shared folder for CPU collection.
 
@@ -114,6 +123,7 @@ class TBPSRetrievalMetric(BaseMetric):
         rerank_cfg: Optional[dict] = None,
         chunk_size: Optional[int] = None,
         keep_ranked: int = 0,
+        within_family: bool = False,
         collect_device: str = 'cpu',
         prefix: Optional[str] = None,
         collect_dir: Optional[str] = None,
@@ -138,6 +148,7 @@ class TBPSRetrievalMetric(BaseMetric):
             raise ValueError(f'chunk_size must be >= 1, got {chunk_size}')
         self.chunk_size = chunk_size
         self.keep_ranked = int(keep_ranked)
+        self.within_family = bool(within_family)
         #: Set by :meth:`compute_metrics` when ``keep_ranked > 0`` (rank 0).
         self.ranked_results: Optional[dict] = None
 
@@ -192,7 +203,7 @@ class TBPSRetrievalMetric(BaseMetric):
             part_embeds=parts,
             fusion_weight=sample.get('fusion_weight'),
         )
-        for name in ('img_path', 'text', 'image_id', 'person_id'):
+        for name in ('img_path', 'text', 'image_id', 'person_id', 'family_id'):
             if sample.get(name) is not None:
                 record[name] = sample[name]
         return record
@@ -250,6 +261,8 @@ class TBPSRetrievalMetric(BaseMetric):
         for task, task_stats in stats.items():
             summary = summarize_rank_stats(task_stats, self.topk)
             metrics.update({f'{task}/{k}': v for k, v in summary.items()})
+        if self.within_family:
+            metrics.update(self._within_family(queries, gallery, q, g, weight, tasks))
 
         if self.keep_ranked > 0:
             ranked_task = 't2i-rerank' if self.rerank else 't2i'
@@ -263,6 +276,52 @@ class TBPSRetrievalMetric(BaseMetric):
             )
         table = format_retrieval_table(metrics)
         print_log('Text-based person search results:\n' + table, logger='current')
+        return metrics
+
+    @staticmethod
+    def _within_family(
+        queries: List[dict],
+        gallery: List[dict],
+        q: Dict[str, torch.Tensor],
+        g: Dict[str, torch.Tensor],
+        weight: float,
+        tasks: List[str],
+    ) -> Dict[str, float]:
+        """R@1 / mAP / mINP of every query ranked in its family's gallery."""
+        families = {}
+        for side, records in (('query', queries), ('gallery', gallery)):
+            missing = [r.get('sample_idx') for r in records if 'family_id' not in r]
+            if missing:
+                raise KeyError(
+                    f'TBPSRetrievalMetric(within_family=True): {len(missing)} '
+                    f'{side} samples have no family_id (e.g. sample '
+                    f'{missing[0]}); evaluate a SynthPedes generated with '
+                    'families=M'
+                )
+            families[side] = torch.tensor(
+                [int(r['family_id']) for r in records], dtype=torch.long
+            )
+        metrics: Dict[str, float] = {}
+        for task in tasks:
+            parts = []
+            for family in torch.unique(families['query']).tolist():
+                rows = (families['query'] == family).nonzero().flatten()
+                cols = (families['gallery'] == family).nonzero().flatten()
+                sub_q = {k: v[rows] for k, v in q.items()}
+                sub_g = {k: v[cols] for k, v in g.items()}
+                scores = TBPSRetrievalMetric._scores(sub_q, sub_g, slice(None), weight)
+                parts.append(
+                    grouped_rank_stats(
+                        scores[task],
+                        sub_q['labels'],
+                        sub_g['labels'],
+                        torch.full((rows.numel(),), family),
+                        torch.full((cols.numel(),), family),
+                    )
+                )
+            summary = summarize_rank_stats(_concat(parts), (1,))
+            name = task.replace('t2i', 't2i-family', 1)
+            metrics.update({f'{name}/{k}': v for k, v in summary.items()})
         return metrics
 
     @staticmethod

@@ -11,7 +11,7 @@ same learned query (the paper's shared decoder); only the input projections
 Written by hand: MMPretrain and MMEngine have no cross-modal query decoder.
 """
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from mmengine.model import BaseModule
@@ -24,6 +24,45 @@ from .part_query_decoder_layer import ATTENTION_MODES, PartQueryDecoderLayer
 
 MODALITIES = ('image', 'text')
 EMBED_NORMS = (None, 'bn')
+IMAGE_POS_EMBEDS = (None, 'sine')
+
+
+def sine_grid_embedding(h: int, w: int, dims: int) -> Tensor:
+    """Fixed 2-D sinusoidal embedding of an (h, w) token grid.
+
+    The first half of the channels encodes the row, the second half the
+    column, each with sines and cosines at geometrically spaced frequencies
+    (the Transformer's 1-D code, per axis). Positions are in units of one
+    cell, so a finer grid gets finer codes over the same frequencies.
+
+    Args:
+        h (int): Rows of the grid.
+        w (int): Columns of the grid.
+        dims (int): Channels; a multiple of 4.
+
+    Returns:
+        Tensor: (h * w, dims), row-major like a flattened feature map.
+
+    Example:
+        >>> sine_grid_embedding(16, 6, 128).shape
+        torch.Size([96, 128])
+    """
+    if dims % 4:
+        raise ValueError(f'a 2-D sine embedding needs dims divisible by 4, got {dims}')
+    quarter = dims // 4
+    freqs = 1.0 / (100.0 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
+    rows = torch.arange(h, dtype=torch.float32)[:, None] * freqs  # (h, quarter)
+    cols = torch.arange(w, dtype=torch.float32)[:, None] * freqs
+    row_code = torch.cat([rows.sin(), rows.cos()], dim=1)  # (h, dims / 2)
+    col_code = torch.cat([cols.sin(), cols.cos()], dim=1)
+    grid = torch.cat(
+        [
+            row_code[:, None].expand(h, w, -1),
+            col_code[None, :].expand(h, w, -1),
+        ],
+        dim=-1,
+    )
+    return grid.reshape(h * w, dims)
 
 
 @MODELS.register_module()
@@ -42,8 +81,8 @@ class PartQueryDecoderHead(BaseModule):
         decoder_dims (int): Width of the shared decoder. Defaults to 512.
         num_layers (int): Shared decoder layers. Defaults to 2.
         num_heads (int): Attention heads in the decoder. Defaults to 8.
-        feedforward_ratio (float): FFN width over ``decoder_dims``.
-            Defaults to 4.
+        feedforward_ratio (float): FFN width over ``decoder_dims``; 0 leaves
+            the decoder's FFN out. Defaults to 4.
         attention (str): ``'cross'`` (softmax over tokens) or ``'slot'``
             (softmax over queries, so they compete for tokens). Defaults to
             ``'cross'``.
@@ -84,6 +123,9 @@ class PartQueryDecoderHead(BaseModule):
         dropout: float = 0.0,
         coarse_bias: bool = False,
         embed_norm: Optional[str] = None,
+        image_token_channels: Optional[int] = None,
+        image_pos_embed: Optional[str] = None,
+        self_attention: bool = True,
         init_cfg: Optional[dict] = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -93,7 +135,16 @@ class PartQueryDecoderHead(BaseModule):
             raise ValueError(
                 f'attention must be one of {ATTENTION_MODES}, got {attention!r}'
             )
+        if image_pos_embed not in IMAGE_POS_EMBEDS:
+            raise ValueError(
+                f'image_pos_embed must be one of {IMAGE_POS_EMBEDS}, '
+                f'got {image_pos_embed!r}'
+            )
+        self.image_pos_embed = image_pos_embed
         self.in_channels = dict(image=image_in_channels, text=text_in_channels)
+        self.token_channels = dict(
+            image=image_token_channels or image_in_channels, text=text_in_channels
+        )
         self.embed_dims = embed_dims
         self.num_parts = num_parts
         self.attention = attention
@@ -116,7 +167,8 @@ class PartQueryDecoderHead(BaseModule):
         # Per-modality projection into the shared decoder; the LayerNorm puts
         # both modalities' tokens on one scale before the shared layers.
         self.image_token_proj = nn.Sequential(
-            nn.Linear(image_in_channels, decoder_dims), nn.LayerNorm(decoder_dims)
+            nn.Linear(self.token_channels['image'], decoder_dims),
+            nn.LayerNorm(decoder_dims),
         )
         self.text_token_proj = nn.Sequential(
             nn.Linear(text_in_channels, decoder_dims), nn.LayerNorm(decoder_dims)
@@ -130,6 +182,7 @@ class PartQueryDecoderHead(BaseModule):
                 int(decoder_dims * feedforward_ratio),
                 attention=attention,
                 dropout=dropout,
+                self_attention=self_attention,
             )
             for _ in range(num_layers)
         )
@@ -146,16 +199,22 @@ class PartQueryDecoderHead(BaseModule):
         if modality not in MODALITIES:
             raise ValueError(f'modality must be one of {MODALITIES}, got {modality!r}')
         channels = self.in_channels[modality]
+        token_channels = self.token_channels[modality]
         if tokens.dim() != 3 or pooled.dim() != 2:
             raise ValueError(
                 f'{modality} inputs must be tokens (B, N, C) and pooled (B, C), '
                 f'got {tuple(tokens.shape)} and {tuple(pooled.shape)}'
             )
-        if tokens.shape[-1] != channels or pooled.shape[-1] != channels:
+        if tokens.shape[-1] != token_channels or pooled.shape[-1] != channels:
             raise ValueError(
                 f'{modality} features have {tokens.shape[-1]} (tokens) / '
                 f'{pooled.shape[-1]} (pooled) channels but the head was built '
                 f'with {modality}_in_channels={channels}'
+                + (
+                    f', image_token_channels={token_channels}'
+                    if modality == 'image'
+                    else ''
+                )
             )
         if mask is not None and mask.shape != tokens.shape[:2]:
             raise ValueError(
@@ -169,6 +228,7 @@ class PartQueryDecoderHead(BaseModule):
         pooled: Tensor,
         mask: Optional[Tensor] = None,
         modality: str = 'image',
+        hw: Optional[Tuple[int, int]] = None,
     ) -> Dict[str, Tensor]:
         """Embed one modality's encoder output.
 
@@ -178,6 +238,8 @@ class PartQueryDecoderHead(BaseModule):
             mask (Tensor, optional): (B, N), nonzero for real tokens.
             modality (str): ``'image'`` or ``'text'``: selects the
                 per-modality projections.
+            hw (tuple[int, int], optional): The (h, w) grid of image tokens,
+                row-major; needed with ``image_pos_embed``.
 
         Returns:
             dict[str, Tensor]: ``embed`` (B, D) coarse embedding,
@@ -198,6 +260,14 @@ class PartQueryDecoderHead(BaseModule):
                 attn=tokens.new_zeros(B, 0, N),
             )
         memory = getattr(self, f'{modality}_token_proj')(tokens)
+        if modality == 'image' and self.image_pos_embed == 'sine':
+            if hw is None or hw[0] * hw[1] != N:
+                raise ValueError(
+                    f"image_pos_embed='sine' needs the token grid of the {N} "
+                    f'image tokens, got hw={hw}'
+                )
+            code = sine_grid_embedding(hw[0], hw[1], memory.shape[-1])
+            memory = memory + code.to(memory)
         query = self.part_queries.unsqueeze(0).expand(B, -1, -1)
         attn = None
         for layer in self.decoder:
@@ -209,4 +279,4 @@ class PartQueryDecoderHead(BaseModule):
         return dict(embed=embed, part_embeds=part_embeds, attn=attn)
 
 
-__all__ = ['PartQueryDecoderHead']
+__all__ = ['PartQueryDecoderHead', 'sine_grid_embedding']

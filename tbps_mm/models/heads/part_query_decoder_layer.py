@@ -133,12 +133,19 @@ class PartCrossAttention(BaseModule):
 class PartQueryDecoderLayer(BaseModule):
     """Pre-norm decoder layer: query self-attention, cross-attention, FFN.
 
+    The self-attention and the FFN can be left out (``self_attention=False``,
+    ``feedforward_channels=0``): a lean layer is one cross-attention with its
+    residual, which on a CPU costs a fraction of the full layer's many small
+    operations.
+
     Args:
         embed_dims (int): Feature size of queries and tokens.
         num_heads (int): Attention heads (both attentions).
-        feedforward_channels (int): FFN hidden size.
+        feedforward_channels (int): FFN hidden size; 0 leaves the FFN out.
         attention (str): ``'cross'`` or ``'slot'`` cross-attention.
         dropout (float): Dropout after attention / FFN. Defaults to 0.
+        self_attention (bool): Whether the queries attend to each other
+            first. Defaults to True.
 
     Example:
         >>> import torch
@@ -155,23 +162,32 @@ class PartQueryDecoderLayer(BaseModule):
         feedforward_channels: int,
         attention: str = 'cross',
         dropout: float = 0.0,
+        self_attention: bool = True,
     ) -> None:
         super().__init__()
-        self.norm_self = nn.LayerNorm(embed_dims)
-        self.self_attn = nn.MultiheadAttention(
-            embed_dims, num_heads, dropout=dropout, batch_first=True
-        )
+        if feedforward_channels < 0:
+            raise ValueError(
+                f'feedforward_channels must be >= 0, got {feedforward_channels}'
+            )
+        self.self_attention = self_attention
+        if self_attention:
+            self.norm_self = nn.LayerNorm(embed_dims)
+            self.self_attn = nn.MultiheadAttention(
+                embed_dims, num_heads, dropout=dropout, batch_first=True
+            )
         self.norm_cross = nn.LayerNorm(embed_dims)
         self.cross_attn = PartCrossAttention(
             embed_dims, num_heads, mode=attention, attn_drop=dropout
         )
-        self.norm_ffn = nn.LayerNorm(embed_dims)
-        self.ffn = nn.Sequential(
-            nn.Linear(embed_dims, feedforward_channels),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(feedforward_channels, embed_dims),
-        )
+        self.feedforward = feedforward_channels > 0
+        if self.feedforward:
+            self.norm_ffn = nn.LayerNorm(embed_dims)
+            self.ffn = nn.Sequential(
+                nn.Linear(embed_dims, feedforward_channels),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(feedforward_channels, embed_dims),
+            )
         self.dropout = nn.Dropout(dropout)
 
     def forward(
@@ -188,11 +204,13 @@ class PartQueryDecoderLayer(BaseModule):
             tuple[Tensor, Tensor]: updated queries (B, K, C) and the
             cross-attention maps (B, K, N).
         """
-        x = self.norm_self(query)
-        query = query + self.dropout(self.self_attn(x, x, x, need_weights=False)[0])
+        if self.self_attention:
+            x = self.norm_self(query)
+            query = query + self.dropout(self.self_attn(x, x, x, need_weights=False)[0])
         attended, maps = self.cross_attn(self.norm_cross(query), tokens, mask)
         query = query + self.dropout(attended)
-        query = query + self.dropout(self.ffn(self.norm_ffn(query)))
+        if self.feedforward:
+            query = query + self.dropout(self.ffn(self.norm_ffn(query)))
         return query, maps
 
 

@@ -4,7 +4,14 @@
 
 from .commonality_margin_ranking_loss import CommonalityMarginRankingLoss
 from .id_loss import IDLoss
+from .part_concentration_loss import PartConcentrationLoss
 from .part_diversity_loss import PartDiversityLoss
 from .sdm_loss import SDMLoss
 
-__all__ = ['CommonalityMarginRankingLoss', 'IDLoss', 'PartDiversityLoss', 'SDMLoss']
+__all__ = [
+    'CommonalityMarginRankingLoss',
+    'IDLoss',
+    'PartConcentrationLoss',
+    'PartDiversityLoss',
+    'SDMLoss',
+]

@@ -12,7 +12,13 @@ formulation (docs/method.md, section 3), with every unknown exposed as an option
   pair (``'pair'``: the clamped mean of the intra-image and intra-text part
   similarities of i and j) or per sample (``'sample'``: the share of the other
   identities in the batch having some sample whose part k is similar, above
-  ``sample_threshold``, to sample i's);
+  ``sample_threshold``, to sample i's), per pair from one modality only
+  (``'image'`` / ``'text'``: the part-k similarity of i and j within that
+  modality relative to the batch's baseline for part k, the mean over its
+  pairs of different identities: ``(s - b) / (1 - b)`` clamped to [0, 1]),
+  or from attribute labels (``'oracle'``: ``c^k(i, j) = 1`` when i and j
+  have the same values of body part k's attributes, else 0; a SynthPedes
+  diagnostic that needs the samples' ``part_codes``, never a training recipe);
 * margin ``m^k(i, j) = max(margin_max * (1 - c^k(i, j)), margin_min)``, or
   ``margin_max`` everywhere with ``margin_mode='fixed'``;
 * a bidirectional hinge ``[m - s^k(i, i) + s^k(i, j)]_+`` over negatives
@@ -40,7 +46,7 @@ from tbps_mm.registry import MODELS
 from .batch_gather import gather_batch
 
 MARGIN_MODES = ('commonality', 'fixed')
-COMMONALITY_MODES = ('pair', 'sample')
+COMMONALITY_MODES = ('pair', 'sample', 'image', 'text', 'oracle')
 
 
 @MODELS.register_module()
@@ -55,8 +61,11 @@ class CommonalityMarginRankingLoss(nn.Module):
         margin_mode (str): ``'commonality'`` or ``'fixed'`` (``margin_max``
             everywhere: a plain part-level ranking loss, the ablation).
             Defaults to ``'commonality'``.
-        commonality (str): ``'pair'`` or ``'sample'`` (see the module doc).
-            Defaults to ``'pair'``.
+        commonality (str): ``'pair'``, ``'sample'``, ``'image'``, ``'text'``
+            or ``'oracle'`` (see the module doc; ``'oracle'`` needs
+            ``part_codes`` in :meth:`forward`, one code per part, so the
+            model's K must equal the number of coded body parts, and works in
+            one process only). Defaults to ``'pair'``.
         negatives (str | int): ``'all'`` or the number n of hardest negatives
             (largest hinge) kept per anchor and part. Defaults to ``'all'``.
         loss_weight (float): Multiplier of the loss. Defaults to 1.0.
@@ -72,6 +81,10 @@ class CommonalityMarginRankingLoss(nn.Module):
             the single-process loss on the global batch. Without a process
             group it changes nothing. Defaults to False (each process's own
             batch).
+        log_kept_margin (bool): Expose the mean margin of the kept negatives
+            of every training step in :attr:`last_stats`, which the
+            retriever adds to its loss dict (``cmr_kept_margin``, logged,
+            not summed). A diagnostic; defaults to False.
 
     Example:
         >>> loss = CommonalityMarginRankingLoss()
@@ -93,6 +106,7 @@ class CommonalityMarginRankingLoss(nn.Module):
         loss_weight: float = 1.0,
         sample_threshold: float = 0.5,
         gather: bool = False,
+        log_kept_margin: bool = False,
     ) -> None:
         super().__init__()
         if margin_mode not in MARGIN_MODES:
@@ -123,6 +137,17 @@ class CommonalityMarginRankingLoss(nn.Module):
         self.loss_weight = loss_weight
         self.sample_threshold = sample_threshold
         self.gather = gather
+        self.log_kept_margin = bool(log_kept_margin)
+        if commonality == 'oracle' and gather:
+            raise ValueError("commonality='oracle' does not support gather=True")
+        #: Statistics of the last training forward (``kept_margin``: the mean
+        #: margin of the kept negatives), which the retriever logs.
+        self.last_stats: dict = {}
+
+    @property
+    def needs_part_codes(self) -> bool:
+        """Whether :meth:`forward` needs the samples' ``part_codes``."""
+        return self.margin_mode == 'commonality' and self.commonality == 'oracle'
 
     @torch.no_grad()
     def part_commonality(
@@ -131,6 +156,7 @@ class CommonalityMarginRankingLoss(nn.Module):
         text_parts: Tensor,
         labels: Tensor,
         candidates: Optional[Tuple[Tensor, Tensor, Tensor]] = None,
+        part_codes: Optional[Tensor] = None,
     ) -> Tensor:
         """Commonality of every part between samples, without gradient.
 
@@ -144,16 +170,34 @@ class CommonalityMarginRankingLoss(nn.Module):
                 samples the anchors are compared with, the anchors among
                 them (the global batch of a gathered loss). Defaults to the
                 anchors themselves (M = B).
+            part_codes (Tensor, optional): (B, K) integer codes of every
+                sample's body parts (``'oracle'`` only; equal codes = the
+                same attribute values).
 
         Returns:
-            Tensor: (K, B, M) ``c^k(i, j)`` for ``'pair'``; (K, B, 1)
-            ``c^k(i)`` for ``'sample'`` (broadcast over the negatives j).
+            Tensor: (K, B, M) ``c^k(i, j)`` for ``'pair'``, ``'image'``,
+            ``'text'`` and ``'oracle'``; (K, B, 1) ``c^k(i)`` for ``'sample'``
+            (broadcast over the negatives j).
         """
+        if self.commonality == 'oracle':
+            return self._oracle_commonality(image_parts, part_codes)
         all_image, all_text, all_labels = candidates or (
             image_parts,
             text_parts,
             labels,
         )
+        if self.commonality in ('image', 'text'):
+            own, others = (
+                (image_parts, all_image)
+                if self.commonality == 'image'
+                else (text_parts, all_text)
+            )
+            sim = own @ others.transpose(1, 2)  # (K, B, M)
+            negative = (labels[:, None] != all_labels[None, :]).to(sim.dtype)
+            count = negative.sum().clamp(min=1.0)
+            baseline = (sim * negative).sum(dim=(1, 2), keepdim=True) / count
+            baseline = baseline.clamp(max=1.0 - 1e-6)
+            return ((sim - baseline) / (1.0 - baseline)).clamp(0.0, 1.0)
         intra = 0.5 * (
             image_parts @ all_image.transpose(1, 2)
             + text_parts @ all_text.transpose(1, 2)
@@ -168,6 +212,27 @@ class CommonalityMarginRankingLoss(nn.Module):
         other_ids = max(ids.numel() - 1, 1)
         return (ids_sharing.to(intra.dtype) / other_ids).unsqueeze(-1)
 
+    @staticmethod
+    def _oracle_commonality(
+        image_parts: Tensor, part_codes: Optional[Tensor]
+    ) -> Tensor:
+        """(K, B, B) 1 where two samples share body part k's attributes."""
+        num_parts, batch = image_parts.shape[:2]
+        if part_codes is None:
+            raise ValueError(
+                "commonality='oracle' needs the samples' part_codes (SynthPedes "
+                'with with_part_codes=True)'
+            )
+        codes = torch.as_tensor(part_codes, device=image_parts.device)
+        if codes.shape != (batch, num_parts):
+            raise ValueError(
+                f"commonality='oracle' needs part_codes of shape (B, K) = "
+                f'({batch}, {num_parts}), got {tuple(codes.shape)}: the model '
+                'needs one part query per coded body part'
+            )
+        codes = codes.t()  # (K, B)
+        return (codes[:, :, None] == codes[:, None, :]).to(image_parts.dtype)
+
     @torch.no_grad()
     def part_margins(
         self,
@@ -175,6 +240,7 @@ class CommonalityMarginRankingLoss(nn.Module):
         text_parts: Tensor,
         labels: Tensor,
         candidates: Optional[Tuple[Tensor, Tensor, Tensor]] = None,
+        part_codes: Optional[Tensor] = None,
     ) -> Tensor:
         """Margin ``m^k(i, j)`` of every part between samples, without gradient.
 
@@ -186,34 +252,48 @@ class CommonalityMarginRankingLoss(nn.Module):
             candidates (tuple[Tensor, Tensor, Tensor], optional): The samples
                 the anchors are compared with, as in
                 :meth:`part_commonality`. Defaults to the anchors.
+            part_codes (Tensor, optional): For ``'oracle'`` commonality.
 
         Returns:
             Tensor: Broadcastable to (K, B, M): a scalar for
-            ``margin_mode='fixed'``, else (K, B, M) for ``'pair'`` and
-            (K, B, 1) for ``'sample'`` commonality.
+            ``margin_mode='fixed'``, else (K, B, M) for ``'pair'``,
+            ``'image'``, ``'text'`` and ``'oracle'``, and (K, B, 1) for
+            ``'sample'`` commonality.
         """
         if self.margin_mode == 'fixed':
             return image_parts.new_tensor(self.margin_max)
-        common = self.part_commonality(image_parts, text_parts, labels, candidates)
+        common = self.part_commonality(
+            image_parts, text_parts, labels, candidates, part_codes
+        )
         return (self.margin_max * (1.0 - common)).clamp(min=self.margin_min)
 
-    def _reduce(self, hinge: Tensor, negative: Tensor) -> Tensor:
-        """(K, B) mean over negatives of (K, B, M) anchor-by-candidate hinges."""
+    def _reduce(
+        self, hinge: Tensor, negative: Tensor, margin: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """(K, B) mean over negatives of (K, B, M) anchor-by-candidate hinges,
+        and the mean margin of the negatives kept (a detached scalar)."""
+        margin = margin.expand_as(hinge)
         if self.negatives == 'all':
-            weights = negative.to(hinge.dtype)
+            weights = negative.to(hinge.dtype).expand_as(hinge)
             per_anchor = (hinge * weights).sum(-1) / weights.sum(-1).clamp(min=1.0)
         else:
             n = min(self.negatives, hinge.shape[-1])
             # Non-negatives score -1 (real hinges are >= 0) so topk skips them.
-            values, _ = hinge.masked_fill(~negative, -1.0).topk(n, dim=-1)
-            valid = (values >= 0).to(hinge.dtype)
-            per_anchor = (values.clamp(min=0.0) * valid).sum(-1) / valid.sum(-1).clamp(
-                min=1.0
-            )
-        return per_anchor
+            values, index = hinge.masked_fill(~negative, -1.0).topk(n, dim=-1)
+            weights = (values >= 0).to(hinge.dtype)
+            per_anchor = (values.clamp(min=0.0) * weights).sum(-1) / weights.sum(
+                -1
+            ).clamp(min=1.0)
+            margin = margin.gather(-1, index)
+        kept = (margin.detach() * weights).sum() / weights.sum().clamp(min=1.0)
+        return per_anchor, kept
 
     def forward(
-        self, image_parts: Tensor, text_parts: Tensor, labels: Tensor
+        self,
+        image_parts: Tensor,
+        text_parts: Tensor,
+        labels: Tensor,
+        part_codes: Optional[Tensor] = None,
     ) -> Tensor:
         """Compute the loss.
 
@@ -222,6 +302,8 @@ class CommonalityMarginRankingLoss(nn.Module):
             text_parts (Tensor): (B, K, D) text part embeddings of the same
                 pairs.
             labels (Tensor): (B,) person labels.
+            part_codes (Tensor, optional): (B, K) body-part codes, for
+                ``commonality='oracle'`` only.
 
         Returns:
             Tensor: The scalar loss (0, still attached to the graph, when the
@@ -264,15 +346,18 @@ class CommonalityMarginRankingLoss(nn.Module):
                 g.detach(),
                 labels,
                 candidates=(all_f.detach(), all_g.detach(), all_labels),
+                part_codes=part_codes,
             )
             negative = all_negative[batch.offset : batch.offset + labels.numel()]
-            # 'pair' margins are symmetric, 'sample' ones the anchor's: the
-            # same margin serves both directions.
+            # Pair margins ('pair', 'image', 'text') are symmetric, 'sample'
+            # ones the anchor's: the same margin serves both directions.
             hinge_t2i = (margin - positive + t2i).clamp(min=0.0)
             hinge_i2t = (margin - positive + i2t).clamp(min=0.0)
-            per_anchor = self._reduce(hinge_t2i, negative) + self._reduce(
-                hinge_i2t, negative
-            )
+            reduced_t2i, kept_t2i = self._reduce(hinge_t2i, negative, margin)
+            reduced_i2t, kept_i2t = self._reduce(hinge_i2t, negative, margin)
+            per_anchor = reduced_t2i + reduced_i2t
+            if self.log_kept_margin:
+                self.last_stats = dict(kept_margin=0.5 * (kept_t2i + kept_i2t))
             # Mean over parts, then over the batch's anchors with a negative.
             with_negative = negative.any(dim=1).to(dtype)
             loss = batch.anchor_mean(

@@ -22,7 +22,7 @@ from tbps_mm.registry import MODELS
 
 from .batch_gather import gather_batch
 
-INPUT_KEYS = ('embed', 'fused_embed')
+INPUT_KEYS = ('embed', 'fused_embed', 'part_embeds')
 
 
 @MODELS.register_module()
@@ -41,8 +41,11 @@ class SDMLoss(nn.Module):
         input_key (str): The retriever output it is fed: ``'embed'`` (the
             coarse embeddings) or ``'fused_embed'`` (coarse and part
             embeddings in one vector whose dot product is the test-time
-            fused score, ``TBPSRetriever.fused_embed``). Defaults to
-            ``'embed'``.
+            fused score, ``TBPSRetriever.fused_embed``) or ``'part_embeds'``
+            (the loss of every part on its own, averaged over the K parts:
+            each part query gets its own retrieval signal, so a query whose
+            embedding carries nothing, e.g. one parked on the background,
+            pays for it). Defaults to ``'embed'``.
         gather (bool): In a distributed run, score the local samples
             against the samples (and identities) of every process, with
             gradients flowing back to each sample's process. The
@@ -96,17 +99,23 @@ class SDMLoss(nn.Module):
         """Compute the loss.
 
         Args:
-            image_embeds (Tensor): (B, D) image embeddings (any norm).
-            text_embeds (Tensor): (B, D) text embeddings of the same pairs.
+            image_embeds (Tensor): (B, D) image embeddings (any norm);
+                (B, K, D) part embeddings for ``input_key='part_embeds'``.
+            text_embeds (Tensor): Text embeddings of the same pairs, shaped
+                like ``image_embeds``.
             labels (Tensor): (B,) person labels.
 
         Returns:
             Tensor: The scalar loss.
         """
-        if image_embeds.shape != text_embeds.shape or image_embeds.dim() != 2:
+        parts = self.input_key == 'part_embeds'
+        if image_embeds.shape != text_embeds.shape or image_embeds.dim() != (
+            3 if parts else 2
+        ):
             raise ValueError(
-                'SDMLoss expects image and text embeddings of one shape (B, D), '
-                f'got {tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}'
+                'SDMLoss expects image and text embeddings of one shape '
+                f'{"(B, K, D)" if parts else "(B, D)"}, got '
+                f'{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}'
             )
         if labels.numel() != image_embeds.shape[0]:
             raise ValueError(
@@ -122,18 +131,26 @@ class SDMLoss(nn.Module):
             labels = labels.view(-1)
             batch = gather_batch(image, text, labels, enabled=self.gather)
             all_image, all_text, all_labels = batch.tensors
+            if parts:
+                # (K, B, D): one similarity matrix per part, in one batch.
+                image, text = image.transpose(0, 1), text.transpose(0, 1)
+                all_image, all_text = (
+                    all_image.transpose(0, 1),
+                    all_text.transpose(0, 1),
+                )
             # Rows: the local anchors; columns: every sample of the batch.
             match = (labels[:, None] == all_labels[None, :]).to(dtype)
             target = match / match.sum(dim=1, keepdim=True)
             log_target = torch.log(target + self.epsilon)
             scale = self.logit_scale.to(dtype)
-            t2i = scale * (text @ all_image.t())
-            i2t = scale * (image @ all_text.t())
+            t2i = scale * (text @ all_image.transpose(-1, -2))
+            i2t = scale * (image @ all_text.transpose(-1, -2))
             loss = 0.0
             for logits in (t2i, i2t):
-                log_pred = F.log_softmax(logits, dim=1)
+                log_pred = F.log_softmax(logits, dim=-1)
                 kl = log_pred.exp() * (log_pred - log_target)
-                loss = loss + batch.anchor_mean(kl.sum(dim=1))
+                # Mean over the anchors, then over the parts (if any).
+                loss = loss + batch.anchor_mean(kl.sum(dim=-1)).mean()
         return self.loss_weight * loss
 
 

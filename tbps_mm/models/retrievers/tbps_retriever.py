@@ -33,6 +33,7 @@ from ..checkpoint import install_shape_check
 LOSS_INPUTS = ('embed', 'part_embeds', 'attn', 'fused_embed')
 IMAGE_TOKENS = ('patch', 'all')
 IMAGE_POOLINGS = ('cls', 'mean')
+IMAGE_TOKEN_MAPS = ('last', 'concat')
 # Image encoder outputs that keep no token features (the decoder needs them).
 POOLED_OUT_TYPES = ('cls_token', 'avg_featmap')
 
@@ -70,6 +71,14 @@ class TBPSRetriever(BaseModel):
             token of a random ViT barely depends on the image and coarse
             training collapses, while the mean patch token carries the
             image's content from the first step). Defaults to ``'cls'``.
+        image_token_maps (str): For CNN encoders returning several maps
+            (``out_indices`` with several stages): ``'last'`` (the last map
+            gives the tokens and the pooled feature) or ``'concat'`` (the
+            tokens are the cells of the first, finest map with every later
+            map upsampled to its grid (nearest) and concatenated along the
+            channels, so the part queries see a finer grid that still
+            carries the last stage's features; the pooled feature stays the
+            last map's mean). Defaults to ``'last'``.
         channels_last (bool): Keep a convolutional image encoder and its
             input in channels-last memory layout, in which oneDNN runs
             convolutions faster on CPU; outputs are the same. Defaults to
@@ -105,6 +114,7 @@ class TBPSRetriever(BaseModel):
         fusion_weight: float = 1.0,
         image_tokens: str = 'patch',
         image_pooling: str = 'cls',
+        image_token_maps: str = 'last',
         channels_last: bool = False,
         data_preprocessor: Optional[Union[dict, nn.Module]] = None,
         init_cfg: Optional[dict] = None,
@@ -124,6 +134,12 @@ class TBPSRetriever(BaseModel):
                 f'image_pooling must be one of {IMAGE_POOLINGS}, got {image_pooling!r}'
             )
         self.image_pooling = image_pooling
+        if image_token_maps not in IMAGE_TOKEN_MAPS:
+            raise ValueError(
+                f'image_token_maps must be one of {IMAGE_TOKEN_MAPS}, '
+                f'got {image_token_maps!r}'
+            )
+        self.image_token_maps = image_token_maps
         self.fusion_weight = float(fusion_weight)
         self.image_encoder = _build(image_encoder)
         self.channels_last = channels_last
@@ -169,6 +185,8 @@ class TBPSRetriever(BaseModel):
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         feats = self.image_encoder(images)
+        if self.image_token_maps == 'concat':
+            return self._concat_maps(feats)
         if isinstance(feats, (tuple, list)):
             feats = feats[-1]
         if feats.dim() == 4:
@@ -190,6 +208,21 @@ class TBPSRetriever(BaseModel):
         tokens = feats if self.image_tokens == 'all' else patches
         return dict(tokens=tokens, pooled=pooled, hw=self._patch_grid(images, patches))
 
+    @staticmethod
+    def _concat_maps(feats) -> Dict:
+        """Tokens on the finest map's grid from every map; pooled from the last."""
+        maps = list(feats) if isinstance(feats, (tuple, list)) else [feats]
+        if any(m.dim() != 4 for m in maps):
+            raise ValueError(
+                "image_token_maps='concat' needs feature maps (B, C, H, W) from "
+                'the image encoder, got shapes '
+                f'{[tuple(m.shape) for m in maps]}'
+            )
+        hw = tuple(maps[0].shape[-2:])
+        grid = [maps[0]] + [F.interpolate(m, size=hw, mode='nearest') for m in maps[1:]]
+        tokens = torch.cat(grid, dim=1).flatten(2).transpose(1, 2)
+        return dict(tokens=tokens, pooled=maps[-1].mean(dim=(2, 3)), hw=hw)
+
     def _patch_grid(self, images: Tensor, patches: Tensor) -> Optional[tuple]:
         """(h, w) of the patch tokens when they form the image's patch grid."""
         projection = getattr(
@@ -203,8 +236,9 @@ class TBPSRetriever(BaseModel):
 
     def _embed_image(self, images: Tensor) -> Dict:
         feats = self._image_features(images)
-        out = self.head(feats['tokens'], feats['pooled'], None, modality='image')
-        out['attn_hw'] = feats['hw'] if self.image_tokens == 'patch' else None
+        hw = feats['hw'] if self.image_tokens == 'patch' else None
+        out = self.head(feats['tokens'], feats['pooled'], None, modality='image', hw=hw)
+        out['attn_hw'] = hw
         return out
 
     def _embed_text(self, text_ids: Tensor, text_mask: Tensor) -> Dict:
@@ -386,10 +420,34 @@ class TBPSRetriever(BaseModel):
             image['fused_embed'] = self.fused_embed(image)
             text['fused_embed'] = self.fused_embed(text)
         labels = self._labels(data_samples, image_index, image['embed'].device)
-        return {
-            f'loss_{name}': loss(image[loss.input_key], text[loss.input_key], labels)
-            for name, loss in self.losses.items()
-        }
+        out = {}
+        for name, loss in self.losses.items():
+            extra = {}
+            if getattr(loss, 'needs_part_codes', False):
+                # The oracle-commonality diagnostic only (SynthPedes attributes).
+                extra['part_codes'] = self._part_codes(
+                    data_samples, image_index, labels.device
+                )
+            out[f'loss_{name}'] = loss(
+                image[loss.input_key], text[loss.input_key], labels, **extra
+            )
+            # Diagnostics a loss exposes (no "loss" in the key: logged, not summed).
+            for key, value in getattr(loss, 'last_stats', {}).items():
+                out[f'{name}_{key}'] = value
+        return out
+
+    @staticmethod
+    def _part_codes(data_samples: List[DataSample], index: Tensor, device) -> Tensor:
+        rows = []
+        for i in index.tolist():
+            codes = data_samples[i].metainfo.get('part_codes')
+            if codes is None:
+                raise ValueError(
+                    'a loss needs part_codes but the data samples have none: '
+                    'build the dataset with with_part_codes=True'
+                )
+            rows.append(torch.as_tensor(codes, dtype=torch.long).view(-1))
+        return torch.stack(rows).to(device)
 
     def predict(
         self, inputs: dict, data_samples: Optional[List[DataSample]] = None

@@ -1,6 +1,6 @@
 """Install tbps_mm: ``pip install -e .`` (add ``[tests]`` for the test tools,
 ``[deploy]`` for ONNX export and onnxruntime, ``[serve]`` for the search page,
-``[analysis]`` for tools/analysis_tools)."""
+``[analysis]`` for tools/analysis_tools, ``[video]`` for video search)."""
 
 import os.path as osp
 
@@ -34,19 +34,21 @@ setup(
     python_requires='>=3.9',
     packages=find_packages(include=['tbps_mm', 'tbps_mm.*', 'tbps_mm_serve']),
     include_package_data=True,
-    package_data={'tbps_mm_serve': ['static/*.html']},
+    package_data={'tbps_mm_serve': ['static/*.html', 'static/*.css', 'static/*.js']},
     install_requires=read_requirements('runtime.txt'),
     extras_require={
         'deploy': read_requirements('deploy.txt'),
         'serve': read_requirements('serve.txt'),
         'analysis': read_requirements('analysis.txt'),
         'milvus': read_requirements('milvus.txt'),
-        # The tests cover the deploy, serve, analysis and milvus extras too.
+        'video': read_requirements('video.txt'),
+        # The tests cover the deploy, serve, analysis, milvus and video extras too.
         'tests': read_requirements('tests.txt')
         + read_requirements('deploy.txt')
         + read_requirements('serve.txt')
         + read_requirements('analysis.txt')
-        + read_requirements('milvus.txt'),
+        + read_requirements('milvus.txt')
+        + read_requirements('video.txt'),
     },
     classifiers=[
         'Programming Language :: Python :: 3',

@@ -82,7 +82,8 @@ MODELS = _child('MODELS', ['tbps_mm.models'])
 MODEL_WRAPPERS = _child('MODEL_WRAPPERS')
 WEIGHT_INITIALIZERS = _child('WEIGHT_INITIALIZERS')
 BATCH_AUGMENTS = _child('BATCH_AUGMENTS')
-TASK_UTILS = _child('TASK_UTILS')
+# Video search: person detectors and tracker adapters (tbps_mm.video).
+TASK_UTILS = _child('TASK_UTILS', ['tbps_mm.video'])
 TOKENIZER = _child('TOKENIZER')
 
 # Evaluation and visualisation.

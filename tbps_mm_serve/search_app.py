@@ -44,6 +44,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
     'create_app',
+    'guard_app',
+    'json_error',
+    'new_app',
+    'page_html',
+    'parse_query',
     'parse_whole_number',
     'SearchRequestError',
     'MAX_BODY_BYTES',
@@ -99,7 +104,28 @@ def parse_whole_number(text: Optional[str]) -> Optional[int]:
     return int(text)
 
 
-def _json_error(status: int, detail: str) -> JSONResponse:
+def parse_query(query: Optional[str], max_query_chars: int = MAX_QUERY_CHARS) -> str:
+    """The request's query, stripped.
+
+    Raises:
+        SearchRequestError: 400 for an empty or overlong query.
+    """
+    query = (query or '').strip()
+    if not query:
+        raise SearchRequestError(
+            400, 'The query is empty: describe the person to find.'
+        )
+    if len(query) > max_query_chars:
+        raise SearchRequestError(
+            400,
+            f'The query is {len(query)} characters long; at most '
+            f'{max_query_chars} are accepted.',
+        )
+    return query
+
+
+def json_error(status: int, detail: str) -> JSONResponse:
+    """A JSON answer ``{"detail": detail}`` with ``status``."""
     return JSONResponse(status_code=status, content=dict(detail=detail))
 
 
@@ -117,12 +143,107 @@ class SearchRequestError(Exception):
         self.message = message
 
 
-def _page_html() -> str:
-    return (
-        resources.files('tbps_mm_serve')
-        .joinpath('static', 'search_page.html')
-        .read_text(encoding='utf-8')
+def guard_app(app: FastAPI, routes: str) -> None:
+    """Give ``app`` the answers every page of this package promises.
+
+    A URL over :data:`MAX_URL_CHARS` is answered 414 and a body over
+    :data:`MAX_BODY_BYTES` 413 before any route runs; a
+    :class:`SearchRequestError` is answered with its status, a validation
+    error 400, an unknown route 404 naming ``routes``, another method 405,
+    and any other failure 500 without internals: each as JSON ``detail``.
+
+    Args:
+        app (FastAPI): The application.
+        routes (str): The routes it serves, as a 404 names them.
+    """
+
+    @app.middleware('http')
+    async def limit_request_size(request: Request, call_next):
+        scope = request.scope
+        target = len(scope.get('raw_path') or b'') + len(scope.get('query_string', b''))
+        if target > MAX_URL_CHARS:
+            return json_error(
+                414,
+                f'The URL is {target} bytes long; at most {MAX_URL_CHARS} are '
+                'accepted.',
+            )
+        length = request.headers.get('content-length')
+        chunked = 'chunked' in request.headers.get('transfer-encoding', '').lower()
+        size = parse_whole_number(length) if length is not None else 0
+        if chunked or size is None or size > MAX_BODY_BYTES:
+            return json_error(
+                413,
+                f'The request body is too large: at most {MAX_BODY_BYTES} bytes '
+                '(no route takes a body).',
+            )
+        return await call_next(request)
+
+    @app.exception_handler(SearchRequestError)
+    async def bad_request(request: Request, err: SearchRequestError):
+        return json_error(err.status, err.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError):
+        problems = '; '.join(
+            '.'.join(str(p) for p in e.get('loc', ())) + ': ' + str(e.get('msg', ''))
+            for e in err.errors()[:5]
+        )
+        return json_error(400, f'Bad request: {problems}.')
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):
+        detail = str(err.detail)
+        if err.status_code == 404:
+            detail = (
+                f'Nothing is served at {request.url.path[:200]}: this server '
+                f'answers {routes} only.'
+            )
+        elif err.status_code == 405:
+            detail = f'{request.method[:20]} is not allowed here: the page answers GET.'
+        return json_error(err.status_code, detail)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, err: Exception):
+        # A bug, not a bad request: still JSON, and no internals.
+        return json_error(500, 'The server failed to answer this request.')
+
+
+def page_html(name: str) -> str:
+    """A page of ``static/``, with the style and script every page shares
+    (``page_base.css``, ``page_base.js``) put in its ``{{BASE_STYLE}}`` and
+    ``{{BASE_SCRIPT}}``."""
+    static = resources.files('tbps_mm_serve').joinpath('static')
+    page = static.joinpath(name).read_text(encoding='utf-8')
+    page = page.replace(
+        '{{BASE_STYLE}}', static.joinpath('page_base.css').read_text(encoding='utf-8')
     )
+    return page.replace(
+        '{{BASE_SCRIPT}}', static.joinpath('page_base.js').read_text(encoding='utf-8')
+    )
+
+
+def new_app(title: str, routes: str, api_docs: bool) -> FastAPI:
+    """A guarded FastAPI application (:func:`guard_app`).
+
+    Args:
+        title (str): The application's title.
+        routes (str): The routes it will serve, as a 404 names them.
+        api_docs (bool): Serve the OpenAPI schema (``/openapi.json``) and
+            ``/docs`` too.
+
+    Returns:
+        FastAPI: The application, without routes yet.
+    """
+    app = FastAPI(
+        title=title,
+        openapi_url='/openapi.json' if api_docs else None,
+        docs_url='/docs' if api_docs else None,
+        redoc_url=None,
+    )
+    if api_docs:
+        routes += ', /docs, /openapi.json'
+    guard_app(app, routes)
+    return app
 
 
 def create_app(
@@ -156,33 +277,20 @@ def create_app(
     """
     if inferencer.gallery is None or not len(inferencer.gallery):
         raise ValueError('the inferencer has no indexed image: call index(dir) first')
-    app = FastAPI(
-        title='tbps_mm search',
-        openapi_url='/openapi.json' if api_docs else None,
-        docs_url='/docs' if api_docs else None,
-        redoc_url=None,
+    app = new_app(
+        'tbps_mm search',
+        '/, /api/search, /api/explain, /api/image/<id> of indexed images',
+        api_docs,
     )
-    routes = '/, /api/search, /api/explain, /api/image/<id> of indexed images'
-    if api_docs:
-        routes += ', /docs, /openapi.json'
     # The model and its tokenizer are not meant for concurrent calls.
     lock = threading.Lock()
-    page = _page_html().replace('{{TITLE}}', title or 'tbps_mm person search')
+    page = page_html('search_page.html').replace(
+        '{{TITLE}}', title or 'tbps_mm person search'
+    )
     page = page.replace('{{PAGE_SIZE}}', str(int(page_size)))
 
     def check_query(query: Optional[str]) -> str:
-        query = (query or '').strip()
-        if not query:
-            raise SearchRequestError(
-                400, 'The query is empty: describe the person to find.'
-            )
-        if len(query) > max_query_chars:
-            raise SearchRequestError(
-                400,
-                f'The query is {len(query)} characters long; at most '
-                f'{max_query_chars} are accepted.',
-            )
-        return query
+        return parse_query(query, max_query_chars)
 
     def check_id(image_id: str) -> Tuple[int, str]:
         # One lookup of this id in the index, whatever the gallery size.
@@ -203,56 +311,6 @@ def create_app(
             score=round(float(score), 6),
             image_url=f'/api/image/{index}',
         )
-
-    @app.middleware('http')
-    async def limit_request_size(request: Request, call_next):
-        scope = request.scope
-        target = len(scope.get('raw_path') or b'') + len(scope.get('query_string', b''))
-        if target > MAX_URL_CHARS:
-            return _json_error(
-                414,
-                f'The URL is {target} bytes long; at most {MAX_URL_CHARS} are '
-                'accepted.',
-            )
-        length = request.headers.get('content-length')
-        chunked = 'chunked' in request.headers.get('transfer-encoding', '').lower()
-        size = parse_whole_number(length) if length is not None else 0
-        if chunked or size is None or size > MAX_BODY_BYTES:
-            return _json_error(
-                413,
-                f'The request body is too large: at most {MAX_BODY_BYTES} bytes '
-                '(no route takes a body).',
-            )
-        return await call_next(request)
-
-    @app.exception_handler(SearchRequestError)
-    async def bad_request(request: Request, err: SearchRequestError):
-        return _json_error(err.status, err.message)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, err: RequestValidationError):
-        problems = '; '.join(
-            '.'.join(str(p) for p in e.get('loc', ())) + ': ' + str(e.get('msg', ''))
-            for e in err.errors()[:5]
-        )
-        return _json_error(400, f'Bad request: {problems}.')
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, err: StarletteHTTPException):
-        detail = str(err.detail)
-        if err.status_code == 404:
-            detail = (
-                f'Nothing is served at {request.url.path[:200]}: this server '
-                f'answers {routes} only.'
-            )
-        elif err.status_code == 405:
-            detail = f'{request.method[:20]} is not allowed here: the page answers GET.'
-        return _json_error(err.status_code, detail)
-
-    @app.exception_handler(Exception)
-    async def server_error(request: Request, err: Exception):
-        # A bug, not a bad request: still JSON, and no internals.
-        return _json_error(500, 'The server failed to answer this request.')
 
     @app.get('/', response_class=HTMLResponse)
     def index_page() -> HTMLResponse:

@@ -192,3 +192,119 @@ def test_search_page_in_chromium(browser, server, search_setup):
         assert got_status == status and message in detail, (url, got_status, detail)
     driver.get(server + '/api/image/999')
     assert 'Unknown image id' in driver.find_element(By.TAG_NAME, 'body').text
+
+
+@pytest.fixture(scope='module')
+def track_server(track_setup):
+    """tools/serve.py --tracks's app on uvicorn, over tiny indexed videos."""
+    from tbps_mm.apis import TrackGallery
+    from tbps_mm_serve import LocalServer, create_track_app
+
+    gallery = TrackGallery.open(track_setup['index'], track_setup['fingerprint'])
+    app = create_track_app(gallery, track_setup['encode_text'])
+    with LocalServer(app, start_timeout_s=WAIT_S) as url:
+        yield dict(url=url, gallery=gallery)
+
+
+def _fetch_text(driver, url):
+    """Status and body text of a request made by the page itself."""
+    return driver.execute_async_script(
+        'const done = arguments[arguments.length - 1];'
+        'fetch(arguments[0])'
+        '.then(async (r) => done([r.status, await r.text()]))'
+        '.catch((e) => done([0, String(e)]));',
+        url,
+    )
+
+
+def test_track_search_page_in_chromium(browser, track_server, track_setup):
+    import csv
+    import io
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    driver, gallery = browser, track_server['gallery']
+    driver.get(track_server['url'] + '/')
+    assert 'video track search' in driver.title
+    boxes = _wait(
+        driver,
+        lambda d: d.find_elements(By.CSS_SELECTOR, '#cameras input.camera') or False,
+        'the camera filters did not appear',
+    )
+    assert [b.get_attribute('value') for b in boxes] == ['1', '2']
+    query = 'a woman wearing black pants with a red shirt .'
+
+    def cards():
+        return driver.find_elements(By.CSS_SELECTOR, '#results .track')
+
+    # every track, best first, each crop loaded
+    _search(driver, query)
+    _wait(driver, lambda d: len(cards()) == len(gallery), 'no tracks appeared')
+    vector = track_setup['encode_text'](query)
+    want = [h['key'] for h in gallery.search(vector, 100)]
+    assert [c.get_attribute('data-key') for c in cards()] == want
+    image = cards()[0].find_element(By.TAG_NAME, 'img')
+    _wait(
+        driver,
+        lambda d: d.execute_script(
+            'return arguments[0].complete && arguments[0].naturalWidth', image
+        ),
+        'the first crop did not load',
+    )
+
+    # camera 2 only, within a time window: what the gallery gives
+    boxes[1].click()
+    driver.find_element(By.ID, 'time-from').send_keys('10:00:46')
+    driver.find_element(By.ID, 'time-to').send_keys('10:00:47')
+    from datetime import time
+
+    want = gallery.search(
+        vector, 100, cameras=['2'], time_from=time(10, 0, 46), time_to=time(10, 0, 47)
+    )
+    assert 0 < len(want) < len(gallery)
+    _search(driver, query)
+    _wait(
+        driver,
+        lambda d: (
+            [c.get_attribute('data-key') for c in cards()] == [h['key'] for h in want]
+        ),
+        'the filtered tracks did not appear',
+    )
+    assert {c.get_attribute('data-camera') for c in cards()} == {'2'}
+
+    # the exports hold exactly the tracks shown
+    csv_link = driver.find_element(By.ID, 'export-csv')
+    assert csv_link.is_displayed()
+    status, text = _fetch_text(driver, csv_link.get_attribute('href'))
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert status == 200 and [r['key'] for r in rows] == [h['key'] for h in want]
+    status, text = _fetch_text(
+        driver, driver.find_element(By.ID, 'export-json').get_attribute('href')
+    )
+    assert status == 200 and [h['key'] for h in json.loads(text)] == [
+        h['key'] for h in want
+    ]
+
+    # "similar" on the first track: its neighbours under the same filters
+    first = cards()[0].get_attribute('data-key')
+    cards()[0].find_element(By.CSS_SELECTOR, 'button.similar').click()
+    similar = gallery.search(
+        gallery.vectors([first])[0], 100, cameras=['2'], time_from=time(10, 0, 46),
+        time_to=time(10, 0, 47), exclude=[first],
+    )  # fmt: skip
+    _wait(
+        driver,
+        lambda d: 'similar to' in d.find_element(By.ID, 'status').text,
+        'the similar tracks did not appear',
+    )
+    assert [c.get_attribute('data-key') for c in cards()] == [h['key'] for h in similar]
+
+    # bad filters: the message on the page, no tracks
+    driver.find_element(By.ID, 'time-to').clear()
+    driver.find_element(By.ID, 'time-to').send_keys('25:99')
+    _search(driver, query)
+    error = driver.find_element(By.ID, 'error')
+    _wait(driver, lambda d: error.is_displayed(), 'no error for a bad time')
+    assert 'time_to must be' in error.text and '(HTTP 400)' in error.text
+    assert cards() == []

@@ -1,7 +1,8 @@
-"""Serve a search page over folders of images.
+"""Serve a search page over folders of images or indexed video tracks.
 
 ``python tools/serve.py CONFIG CHECKPOINT --images DIR [DIR ...]
 [--host 127.0.0.1] [--port 8000]``
+``python tools/serve.py CONFIG CHECKPOINT --tracks FILE``
 
 Indexes the folders (reusing their up-to-date index file, as
 tools/search.py does, with the same model, encoder and index options) and
@@ -14,19 +15,33 @@ exposing it (docs/deploy.md, "Security model"). The page itself is the
 ``--onnx DIR`` encodes with onnxruntime through graphs exported by
 tools/deployment/pytorch2onnx.py (with ``--attention`` for explanations).
 
+``--tracks FILE`` serves a video track gallery made by
+``tools/index_video.py`` instead: a page with camera, time-window and
+minimum-score filters, "similar" on every track, and CSV / JSON export of
+the results (docs/video.md).
+
 Examples:
     python tools/serve.py configs/tbps_synth.py tbps_synth.safetensors \\
         --images my_photos
     python tools/serve.py configs/tbps_synth.py tbps_synth.safetensors \\
         --images cam1 cam2 --onnx deploy/tbps_synth --index-type ivf-sq8 \\
         --port 8080
+    python tools/serve.py configs/video/tbps_synth_video.py \
+        tbps_synth.safetensors --tracks footage.tracks
 """
 
 import argparse
+import os.path as osp
 import sys
 
 import tbps_mm  # noqa: F401  (registers every component)
-from tbps_mm.apis import TBPSInferencer, format_index_summary
+from tbps_mm.apis import (
+    FusedEncoder,
+    TBPSInferencer,
+    TrackGallery,
+    format_index_summary,
+    track_encoders,
+)
 from tbps_mm.engine import (
     LaunchError,
     add_index_args,
@@ -38,7 +53,7 @@ from tbps_mm.engine import (
 )
 from tbps_mm.index import INDEX_TYPES
 from tbps_mm.models.checkpoint import CheckpointMismatchError
-from tbps_mm_serve import create_app, uvicorn_config
+from tbps_mm_serve import create_app, create_track_app, uvicorn_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,8 +61,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         description='Serve a text-based person search page over image folders'
     )
     add_inference_args(parser)
-    parser.add_argument(
-        '--images', required=True, nargs='+', metavar='DIR', help='image folders'
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('--images', nargs='+', metavar='DIR', help='image folders')
+    source.add_argument(
+        '--tracks',
+        metavar='FILE',
+        help='serve the track search page over this video track gallery '
+        '(made by tools/index_video.py with the same model)',
     )
     parser.add_argument(
         '--host', default='127.0.0.1', help='address to listen on (localhost)'
@@ -64,7 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_app(args: argparse.Namespace):
-    """Index the folders and build the application.
+    """Index the folders (or open the track gallery) and build the
+    application.
 
     Args:
         args (argparse.Namespace): :func:`parse_args`'s result.
@@ -72,11 +93,21 @@ def build_app(args: argparse.Namespace):
     Returns:
         FastAPI: The application.
     """
-    inferencer = TBPSInferencer(
-        load_config(args.config, args.cfg_options),
-        args.checkpoint,
-        **inference_options(args),
-    )
+    cfg = load_config(args.config, args.cfg_options)
+    if args.tracks is not None:
+        if not osp.isfile(args.tracks):
+            raise FileNotFoundError(
+                f'track gallery "{args.tracks}" does not exist (make it with '
+                'tools/index_video.py)'
+            )
+        encoder = FusedEncoder.from_config(
+            cfg, args.checkpoint, **inference_options(args)
+        )
+        _, encode_text, fingerprint = track_encoders(encoder)
+        gallery = TrackGallery.open(args.tracks, fingerprint)
+        print(f'{len(gallery)} tracks of {len(gallery.videos)} videos ({args.tracks})')
+        return create_track_app(gallery, encode_text, api_docs=args.api_docs)
+    inferencer = TBPSInferencer(cfg, args.checkpoint, **inference_options(args))
     summary = inferencer.index(args.images, **index_options(args))
     print('\n'.join(format_index_summary(summary)))
     return create_app(inferencer, api_docs=args.api_docs)

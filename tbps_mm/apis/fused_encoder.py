@@ -25,12 +25,18 @@ Example:
     >>> scores = texts['fused_embed'] @ images['fused_embed'].T
 """
 
+import hashlib
+import json
+import os.path as osp
+import tempfile
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
+from PIL import Image
 from torch import nn
 
 from tbps_mm.deployment import ONNXRuntimeEncoder, PyTorchEncoder
@@ -47,6 +53,45 @@ BACKENDS = ('pytorch', 'onnxruntime')
 # Outputs whose last dimension is the caption length (padded when batches of
 # different lengths are joined).
 _LENGTH_KEYS = ('attn', 'text_ids', 'text_mask')
+# The file loader arrays replace, and the colour settings whose result (a BGR
+# uint8 image) an RGB array converts to exactly.
+_FILE_LOADER = 'LoadImageFromFile'
+_COLOUR_TYPES = ('color', 'color_ignore_orientation')
+
+
+def _sha256_json(value) -> str:
+    return hashlib.sha256(
+        json.dumps(value, sort_keys=True, default=str).encode()
+    ).hexdigest()
+
+
+def _type_name(transform: dict) -> str:
+    kind = transform.get('type')
+    name = kind.__name__ if isinstance(kind, type) else str(kind)
+    return name.split('.')[-1]
+
+
+def _without_file_loader(pipeline: list, loaders: list) -> Optional[list]:
+    """``pipeline`` with its ``LoadImageFromFile`` steps taken out (nested
+    ``transforms`` lists included), appending them to ``loaders``; None when
+    a step is not a config or loads other than colour images."""
+    kept = []
+    for transform in pipeline:
+        if not isinstance(transform, dict):
+            return None
+        transform = dict(transform)
+        if _type_name(transform) == _FILE_LOADER:
+            if transform.get('color_type', 'color') not in _COLOUR_TYPES:
+                return None
+            loaders.append(transform)
+            continue
+        if isinstance(transform.get('transforms'), (list, tuple)):
+            inner = _without_file_loader(list(transform['transforms']), loaders)
+            if inner is None:
+                return None
+            transform['transforms'] = inner
+        kept.append(transform)
+    return kept
 
 
 def find_test_pipeline(cfg: Config) -> list:
@@ -153,6 +198,15 @@ class FusedEncoder:
         self.pipeline = [
             TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline
         ]
+        # The same pipeline for images already in memory: its file loader
+        # taken out (None when it cannot be; arrays then go through files).
+        loaders: list = []
+        array_cfg = _without_file_loader(self.pipeline_cfg, loaders)
+        self._array_pipeline = None
+        self._array_float32 = False
+        if array_cfg is not None and len(loaders) == 1:
+            self._array_pipeline = [TRANSFORMS.build(t) for t in array_cfg]
+            self._array_float32 = bool(loaders[0].get('to_float32', False))
         tokenize_cls = TRANSFORMS.get('TokenizeCaption')
         tokenizers = [t for t in self.pipeline if isinstance(t, tokenize_cls)]
         # Loaded now: a missing or broken tokenizer fails here, before any
@@ -234,6 +288,36 @@ class FusedEncoder:
     def fusion_weight(self) -> float:
         """lambda of the fused vectors this encoder gives (the backend's)."""
         return self.backend.fusion_weight
+
+    @property
+    def fingerprints(self) -> Dict[str, str]:
+        """What vectors stored for later search must have been encoded with.
+
+        ``model``: SHA-256 of the checkpoint's bytes and the model config;
+        ``pipeline``: SHA-256 of the test pipeline config. Stored indexes
+        (image galleries, video tracks) record them and are rebuilt or
+        refused when they differ. Both backends of one checkpoint give the
+        same vectors (``tools/deployment/pytorch2onnx.py`` checks it), so
+        the backend is not part of it.
+
+        Raises:
+            ValueError: The model was not loaded from a checkpoint.
+        """
+        checkpoint = getattr(self.model, 'checkpoint', None)
+        if checkpoint is None:
+            raise ValueError(
+                'the model was not loaded from a checkpoint: its vectors '
+                'cannot be stored for later search'
+            )
+        model_cfg = self.model.cfg.model
+        if hasattr(model_cfg, 'to_dict'):
+            model_cfg = model_cfg.to_dict()
+        return dict(
+            model=_sha256_json(
+                dict(checkpoint=file_sha256(checkpoint), model=model_cfg)
+            ),
+            pipeline=_sha256_json(self.pipeline_cfg),
+        )
 
     # ------------------------------------------------------------------ #
     # Tensors in, vectors out
@@ -338,6 +422,86 @@ class FusedEncoder:
         out = _join(outputs)
         out['paths'] = encoded
         return out
+
+    @torch.no_grad()
+    def encode_image_arrays(
+        self, images: Sequence[np.ndarray], names: Optional[Sequence[str]] = None
+    ) -> Dict:
+        """Encode images held in memory (crops of video frames, say).
+
+        Each image goes through the test pipeline as a file would, with the
+        pipeline's ``LoadImageFromFile`` step replaced by the array itself
+        (converted to the BGR ``uint8`` image that step gives). A pipeline
+        whose loader cannot be replaced that way (another loader, a
+        non-colour ``color_type``, transform objects instead of configs)
+        gets the images as lossless PNG files in a temporary folder, so
+        both routes see the same pixels.
+
+        Args:
+            images (Sequence[np.ndarray]): (H, W, 3) ``uint8`` RGB images.
+            names (Sequence[str], optional): What errors call each image.
+                Defaults to ``'image <i>'``.
+
+        Returns:
+            dict: As :meth:`encode_images`, without ``paths``.
+
+        Raises:
+            ValueError: No image, or one that is not (H, W, 3) ``uint8``
+                (named).
+
+        Example:
+            >>> crops = [frame[y0:y1, x0:x1] for (x0, y0, x1, y1) in boxes]
+            >>> encoder.encode_image_arrays(crops)['fused_embed'].shape
+            torch.Size([len(boxes), 1536])
+        """
+        if not len(images):
+            raise ValueError('no image given')
+        if names is None:
+            names = [f'image {i}' for i in range(len(images))]
+        arrays = []
+        for name, image in zip(names, images):
+            image = np.asarray(image)
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(
+                    f'{name}: expected an (H, W, 3) uint8 RGB image, got '
+                    f'{image.dtype} of shape {image.shape}'
+                )
+            if not image.shape[0] or not image.shape[1]:
+                raise ValueError(f'{name}: the image is empty ({image.shape})')
+            arrays.append(image)
+        if self._array_pipeline is None:
+            with tempfile.TemporaryDirectory(prefix='tbps_arrays_') as folder:
+                paths = []
+                for i, image in enumerate(arrays):
+                    paths.append(osp.join(folder, f'{i:06d}.png'))
+                    Image.fromarray(image).save(paths[-1])
+                out = self.encode_images(paths)
+            out.pop('paths')
+            return out
+        outputs = []
+        for start in range(0, len(arrays), self.batch_size):
+            items = []
+            for i, image in enumerate(arrays[start : start + self.batch_size]):
+                bgr = np.ascontiguousarray(image[..., ::-1])
+                if self._array_float32:
+                    bgr = bgr.astype(np.float32)
+                item = dict(
+                    img_path=names[start + i],
+                    img=bgr,
+                    img_shape=bgr.shape[:2],
+                    ori_shape=bgr.shape[:2],
+                    modality='image',
+                    sample_idx=i,
+                )
+                for transform in self._array_pipeline:
+                    item = transform(item)
+                    if item is None:
+                        raise ValueError(
+                            f'{names[start + i]}: the pipeline dropped the image'
+                        )
+                items.append(item)
+            outputs.append(self.encode_image_tensors(self._inputs(items)['images']))
+        return _join(outputs)
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> Dict:

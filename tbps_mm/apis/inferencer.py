@@ -44,8 +44,6 @@ Example:
     [('/data/cam1/0042.jpg', 1.53), ...]
 """
 
-import hashlib
-import json
 import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -63,7 +61,6 @@ from tbps_mm.index import (
     IndexMismatchError,
     default_nlist,
 )
-from tbps_mm.models.checkpoint import file_sha256
 from tbps_mm.visualization import draw_part_explanation
 
 from .encoding_cache import CACHE_SUFFIX, EncodingCache
@@ -82,12 +79,6 @@ __all__ = [
 DEFAULT_INDEX_NAME = '.tbps_mm_gallery.idx'
 #: Images encoded between two writes of the encoding cache.
 DEFAULT_CHUNK_SIZE = 1024
-
-
-def _fingerprint(value) -> str:
-    return hashlib.sha256(
-        json.dumps(value, sort_keys=True, default=str).encode()
-    ).hexdigest()
 
 
 def _as_list(value: Union[None, str, Sequence[str]]) -> List[str]:
@@ -205,16 +196,8 @@ class TBPSInferencer:
         self.checkpoint = checkpoint
         self.batch_size = int(batch_size)
         self.show_progress = show_progress
-        model_cfg = self.cfg.model
-        if hasattr(model_cfg, 'to_dict'):
-            model_cfg = model_cfg.to_dict()
         #: What an index must have been built with to be reused.
-        self.fingerprints = dict(
-            model=_fingerprint(
-                dict(checkpoint=file_sha256(checkpoint), model=model_cfg)
-            ),
-            pipeline=_fingerprint(self.encoder.pipeline_cfg),
-        )
+        self.fingerprints = self.encoder.fingerprints
         #: The searchable gallery (set by :meth:`index` or :meth:`set_gallery`).
         self.gallery: Optional[GalleryIndex] = None
 

@@ -12,6 +12,7 @@ from .cuhk_pedes import CUHKPEDES
 from .icfg_pedes import ICFGPEDES
 from .rstpreid import RSTPReid
 from .synthpedes_dataset import SynthPedes
+from .synthpedes_videos import SynthPedesVideos, read_mot_ground_truth
 
 __all__ = [
     'BaseTBPSDataset',
@@ -19,6 +20,8 @@ __all__ = [
     'ICFGPEDES',
     'RSTPReid',
     'SynthPedes',
+    'SynthPedesVideos',
+    'read_mot_ground_truth',
     'samplers',
     'transforms',
 ]

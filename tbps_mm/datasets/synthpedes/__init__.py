@@ -5,7 +5,8 @@
 word-level tokenizer and a meta file; see docs/synthpedes.md. The modules:
 ``attributes`` (vocabulary, long-tailed priors, identity sampling),
 ``renderer`` (person crops and part masks), ``captions`` (the caption grammar),
-``tokenizer`` (the grammar's tokenizer) and ``generator`` (the folder).
+``tokenizer`` (the grammar's tokenizer), ``generator`` (the folder) and
+``video`` (street-scene videos of SynthPedes people with MOT ground truth).
 
 Example:
     >>> from tbps_mm.datasets.synthpedes import SIZES, generate_synthpedes
@@ -37,6 +38,12 @@ from .tokenizer import (
     make_synthpedes_tokenizer,
     synthpedes_vocab,
 )
+from .video import (
+    VIDEO_GENERATOR_VERSION,
+    VIDEO_SIZES,
+    generate_synthpedes_videos,
+    read_synthpedes_videos_meta,
+)
 
 __all__ = [
     'SIZES',
@@ -60,4 +67,8 @@ __all__ = [
     'GRAMMAR',
     'write_captions',
     'processed_tokens',
+    'VIDEO_GENERATOR_VERSION',
+    'VIDEO_SIZES',
+    'generate_synthpedes_videos',
+    'read_synthpedes_videos_meta',
 ]

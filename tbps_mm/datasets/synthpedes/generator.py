@@ -63,6 +63,8 @@ __all__ = [
     'make_families',
     'read_synthpedes_meta',
     'split_id_counts',
+    'dump_json',
+    'existing_output',
 ]
 
 #: Bumped whenever the output for a given seed and size changes.
@@ -137,11 +139,13 @@ def split_id_counts(num_ids: int, size: str = 'small') -> Dict[str, int]:
     return counts
 
 
-def read_synthpedes_meta(out_dir: str) -> Optional[Dict]:
+def read_synthpedes_meta(out_dir: str, meta_file: str = META_FILE) -> Optional[Dict]:
     """Read the meta file of a complete SynthPedes folder.
 
     Args:
         out_dir (str): The dataset folder.
+        meta_file (str): The meta file's name (the video set has its own).
+            Defaults to :data:`META_FILE`.
 
     Returns:
         dict | None: The meta (``size``, ``seed``, ``num_ids``,
@@ -156,7 +160,7 @@ def read_synthpedes_meta(out_dir: str) -> Optional[Dict]:
         >>> read_synthpedes_meta('no/such/folder') is None
         True
     """
-    path = osp.join(out_dir, META_FILE)
+    path = osp.join(out_dir, meta_file)
     if not osp.isfile(path):
         return None
     try:
@@ -171,8 +175,14 @@ def read_synthpedes_meta(out_dir: str) -> Optional[Dict]:
     return meta
 
 
-def _dump_json(obj, path: str, indent: Optional[int] = None) -> None:
-    """Deterministic JSON: sorted keys, fixed separators, trailing newline."""
+def dump_json(obj, path: str, indent: Optional[int] = None) -> None:
+    """Write deterministic JSON: sorted keys, fixed separators, trailing newline.
+
+    Args:
+        obj: A JSON-serialisable object.
+        path (str): The file.
+        indent (int, optional): ``json.dump``'s indent.
+    """
     with open(path, 'w', encoding='utf-8') as f:
         json.dump(obj, f, indent=indent, sort_keys=True, ensure_ascii=True)
         f.write('\n')
@@ -323,32 +333,51 @@ def _check_args(size, seed, num_ids, images_per_id, image_size, workers, familie
         )
 
 
-def _existing_dataset(out_dir: str, wanted: Dict) -> bool:
-    """True if ``out_dir`` already holds this dataset; raise if it holds
-    anything else; False if it is absent or empty."""
+def existing_output(
+    out_dir: str,
+    wanted: Dict,
+    keys: Sequence[str] = _IDENTITY_KEYS,
+    meta_file: str = META_FILE,
+    what: str = 'SynthPedes',
+) -> bool:
+    """Whether ``out_dir`` already holds the generated output ``wanted``.
+
+    Args:
+        out_dir (str): The target folder.
+        wanted (dict): The meta entries of the output asked for.
+        keys (Sequence[str]): The entries that must agree.
+        meta_file (str): The meta file's name.
+        what (str): The output's name, for messages.
+
+    Returns:
+        bool: True if it holds this output; False if it is absent or empty.
+
+    Raises:
+        ValueError: It holds anything else (nothing in it is touched).
+    """
     if not osp.exists(out_dir):
         return False
     if not osp.isdir(out_dir):
         raise ValueError(
-            f'{out_dir} exists and is not a folder; refusing to write SynthPedes there'
+            f'{out_dir} exists and is not a folder; refusing to write {what} there'
         )
     if not os.listdir(out_dir):
         return False
-    meta = read_synthpedes_meta(out_dir)
+    meta = read_synthpedes_meta(out_dir, meta_file)
     if meta is None:
         raise ValueError(
-            f'{out_dir} is not empty and holds no complete SynthPedes '
-            f'({META_FILE} is missing); refusing to write into it. Choose a '
+            f'{out_dir} is not empty and holds no complete {what} '
+            f'({meta_file} is missing); refusing to write into it. Choose a '
             'new or empty folder.'
         )
     differ = [
         f'{key}: {meta.get(key)!r} there, {wanted.get(key)!r} asked'
-        for key in _IDENTITY_KEYS
+        for key in keys
         if meta.get(key) != wanted.get(key)
     ]
     if differ:
         raise ValueError(
-            f'{out_dir} holds a different SynthPedes ('
+            f'{out_dir} holds a different {what} ('
             + '; '.join(differ)
             + '); refusing to overwrite it. '
             'Choose another folder or delete it.'
@@ -466,7 +495,7 @@ def generate_synthpedes(
         families = int(families)
         meta['families'] = families
     out_dir = osp.abspath(out_dir)
-    if _existing_dataset(out_dir, meta):
+    if existing_output(out_dir, meta):
         return out_dir
 
     id_counts = split_id_counts(num_ids, size)
@@ -532,8 +561,8 @@ def generate_synthpedes(
             identities[pid] = identity
             annotations.extend(records)
             infos.update(image_infos)
-        _dump_json(annotations, osp.join(tmp_dir, ANN_FILE))
-        _dump_json(
+        dump_json(annotations, osp.join(tmp_dir, ANN_FILE))
+        dump_json(
             _attribute_table(identities, splits, infos, family_table),
             osp.join(tmp_dir, ATTRIBUTES_FILE),
         )
@@ -561,14 +590,14 @@ def generate_synthpedes(
                 tokenizer=TOKENIZER_DIR,
             ),
         )
-        _dump_json(meta, osp.join(tmp_dir, META_FILE), indent=2)  # last
+        dump_json(meta, osp.join(tmp_dir, META_FILE), indent=2)  # last
         try:
             if osp.isdir(out_dir):  # empty, checked above
                 os.rmdir(out_dir)
             os.rename(tmp_dir, out_dir)
         except OSError:
             # another process finished the same dataset first: keep theirs
-            if not _existing_dataset(out_dir, meta):
+            if not existing_output(out_dir, meta):
                 raise
             shutil.rmtree(tmp_dir, ignore_errors=True)
     except BaseException:

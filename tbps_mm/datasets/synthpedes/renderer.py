@@ -761,6 +761,7 @@ def render_person(
     rng: np.random.Generator,
     image_size: Tuple[int, int] = (128, 48),
     view: Optional[str] = None,
+    occlusion: bool = True,
 ) -> Tuple[Image.Image, np.ndarray, Dict]:
     """Render one crop of ``identity`` with random nuisances.
 
@@ -771,6 +772,9 @@ def render_person(
         image_size (tuple[int, int]): Output (height, width) in pixels.
         view (str, optional): Force a viewpoint (one of :data:`VIEWS`);
             drawn from :data:`VIEWS` when None.
+        occlusion (bool): Draw the random occluder (bench, wall edge, pole).
+            Scenes that composite the person over their own background
+            (SynthPedes videos) turn it off. Defaults to True.
 
     Returns:
         tuple: ``(image, mask, info)``: the RGB ``PIL.Image``, the uint8 part
@@ -810,7 +814,9 @@ def render_person(
     sign = -1.0 if view == 'left' else 1.0
     painter = _Painter(image, mask, cx, top, person_h, sign)
     _draw_person(painter, identity, view, rng)
-    occluder = _draw_occluder(painter.draw, painter.mask_draw, rng, cw, ch)
+    occluder = 'none'
+    if occlusion:
+        occluder = _draw_occluder(painter.draw, painter.mask_draw, rng, cw, ch)
 
     image = image.reduce(_SUPERSAMPLE)
     mask = mask.resize((width, height), Image.NEAREST)

@@ -2,12 +2,13 @@
 
 A FastAPI application (``tools/serve.py --tracks FILE``) over a
 :class:`~tbps_mm.apis.TrackGallery` that ``tools/index_video.py`` built,
-with one HTML page and four JSON / file routes:
+with one HTML page and five JSON / file routes:
 
 * ``GET /``: the page (``static/track_search_page.html``): a text box,
   camera check boxes, a time window, a minimum score, the ranked tracks
   (representative crop, score, camera, wall-clock interval, frames) with a
-  "similar" button each, and CSV / JSON export of the current results;
+  "similar" button and a link to the track's best frame each, and CSV /
+  JSON export of the current results;
 * ``GET /api/cameras``: the gallery's cameras and track count;
 * ``GET /api/tracks?q=...`` (or ``similar=KEY``) with ``camera`` (repeated),
   ``time_from`` / ``time_to`` (``HH:MM[:SS]`` or an ISO date and time),
@@ -17,15 +18,21 @@ with one HTML page and four JSON / file routes:
 * ``GET /api/export?format=csv|json`` with the same parameters: those
   results as a download (CSV: one row per track; JSON: every field, every
   box);
-* ``GET /api/crop?key=KEY``: the representative crop of a track.
+* ``GET /api/crop?key=KEY``: the representative crop of a track;
+* ``GET /api/frame?key=KEY[&frame=N]``: frame ``N`` (from 1, one of the
+  track's own frames; by default its best-scoring one) decoded from the
+  track's video with :class:`~tbps_mm.video.VideoFrameReader`, the track's
+  box drawn on it (Pillow), as a JPEG.
 
-Crops are served by track key only (the client never names a file), and
+Crops and frames are served by track key only (the client never names a
+file: the video comes from the gallery's record of the track), and
 results name a track's video by its file name, not its path on the server.
 Requests are guarded as the image search page's are
 (:func:`~tbps_mm_serve.search_app.guard_app`): every bad request gets a 4xx
 status and a JSON ``detail`` sentence the page shows.
 """
 
+import io
 import math
 import os.path as osp
 import threading
@@ -35,6 +42,7 @@ from urllib.parse import quote
 import numpy as np
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import FileResponse, HTMLResponse, Response
+from PIL import Image, ImageDraw
 
 from tbps_mm.apis.track_export import (
     TRACK_CSV_FIELDS,
@@ -42,6 +50,7 @@ from tbps_mm.apis.track_export import (
     tracks_csv,
     tracks_json,
 )
+from tbps_mm.video import VideoDecodeError, VideoFrameReader
 
 from .search_app import (
     MAX_PAGE_SIZE,
@@ -106,7 +115,37 @@ def _public(hit: dict) -> dict:
     out = {k: v for k, v in hit.items() if k != 'crop_path'}
     out['video'] = osp.basename(hit['video'])
     out['crop_url'] = '/api/crop?key=' + quote(hit['key'], safe='')
+    out['frame_url'] = '/api/frame?key=' + quote(hit['key'], safe='')
     return out
+
+
+def _decode_frame(path: str, frame: int) -> np.ndarray:
+    """Frame ``frame`` (from 1, as track records number them) of a video,
+    decoded in order from the start (frames are numbered by decoding order,
+    so this is the frame the track's box was found in).
+
+    Raises:
+        FileNotFoundError: No such file.
+        VideoDecodeError: The video cannot be decoded up to that frame.
+    """
+    reader = VideoFrameReader(path, strict=True)
+    for decoded in reader:
+        if decoded.index == frame - 1:
+            return decoded.image
+    raise VideoDecodeError(f'"{path}" has no frame {frame}')
+
+
+def _draw_box(image: np.ndarray, box) -> bytes:
+    """A frame as JPEG bytes with an ``x, y, w, h`` box drawn on it."""
+    picture = Image.fromarray(image)
+    x, y, w, h = (float(v) for v in box)
+    width = max(2, round(min(picture.size) / 120))
+    ImageDraw.Draw(picture).rectangle(
+        (x, y, x + w, y + h), outline=(255, 40, 40), width=width
+    )
+    buffer = io.BytesIO()
+    picture.save(buffer, format='JPEG', quality=90)
+    return buffer.getvalue()
 
 
 def create_track_app(
@@ -148,7 +187,7 @@ def create_track_app(
         )
     app = new_app(
         'tbps_mm track search',
-        '/, /api/cameras, /api/tracks, /api/export, /api/crop',
+        '/, /api/cameras, /api/tracks, /api/export, /api/crop, /api/frame',
         api_docs,
     )
     # The model and its tokenizer are not meant for concurrent calls.
@@ -265,5 +304,27 @@ def create_track_app(
         if not osp.isfile(path):
             raise SearchRequestError(404, f'The crop of track {key} is gone.')
         return FileResponse(path, media_type='image/jpeg')
+
+    @app.get('/api/frame')
+    def frame(key: Optional[str] = None, frame: str = '') -> Response:
+        record = gallery.record(check_key(key))
+        boxes = {int(b[0]): b[1:5] for b in record['boxes']}
+        number = parse_whole_number(frame) if frame else record['best_frame']
+        if number not in boxes:
+            raise SearchRequestError(
+                400,
+                f'frame must be one of the frames of track {key} '
+                f'({record["first_frame"]} to {record["last_frame"]}, '
+                f'{len(boxes)} frames), got {frame[:20]!r}.',
+            )
+        try:
+            image = _decode_frame(record['video'], number)
+        except (FileNotFoundError, VideoDecodeError):
+            raise SearchRequestError(
+                404,
+                f'The video of track {key} ({osp.basename(record["video"])}) is '
+                f'no longer readable on the server: frame {number} cannot be shown.',
+            ) from None
+        return Response(_draw_box(image, boxes[number]), media_type='image/jpeg')
 
     return app

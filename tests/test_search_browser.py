@@ -253,6 +253,27 @@ def test_track_search_page_in_chromium(browser, track_server, track_setup):
         'the first crop did not load',
     )
 
+    # the crop and the "frame N" link open the track's best frame, box drawn
+    first = gallery.record(want[0])
+    link = cards()[0].find_element(By.CSS_SELECTOR, 'a.frame-link')
+    href = link.get_attribute('href')
+    assert href.startswith(track_server['url'] + '/api/frame?key=')
+    assert link.get_attribute('target') == '_blank'
+    assert link.text == f'frame {first["best_frame"]}'
+    assert image.find_element(By.XPATH, '..').get_attribute('href') == href
+    size = driver.execute_async_script(
+        'const done = arguments[arguments.length - 1];'
+        'const img = new Image();'
+        'img.onload = () => done([img.naturalWidth, img.naturalHeight]);'
+        'img.onerror = () => done([0, 0]);'
+        'img.src = arguments[0];',
+        href,
+    )
+    from tbps_mm.video import probe_video
+
+    info = probe_video(first['video'])
+    assert size == [info['width'], info['height']]
+
     # camera 2 only, within a time window: what the gallery gives
     boxes[1].click()
     driver.find_element(By.ID, 'time-from').send_keys('10:00:46')

@@ -107,6 +107,74 @@ def test_export_and_crops(app_setup, track_setup):
     assert crop.content == path.read_bytes()
 
 
+def test_frame_of_a_track(app_setup, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from tbps_mm.video import VideoFrameReader, probe_video
+
+    client, gallery = app_setup['client'], app_setup['gallery']
+    hit = client.get('/api/tracks', params=dict(q=QUERY, limit=1)).json()['results'][0]
+    record = gallery.record(hit['key'])
+    assert hit['frame_url'] == '/api/frame?key=' + hit['key'].replace('/', '%2F')
+    info = probe_video(record['video'])
+    frames = {f.index + 1: f.image for f in VideoFrameReader(record['video'])}
+    boxes = {int(b[0]): b[1:5] for b in record['boxes']}
+    # the default is the best frame; another of the track's frames on request
+    for url, number in (
+        (hit['frame_url'], record['best_frame']),
+        (hit['frame_url'] + f'&frame={record["last_frame"]}', record['last_frame']),
+    ):
+        response = client.get(url)
+        assert response.status_code == 200
+        assert response.headers['content-type'] == 'image/jpeg'
+        image = np.asarray(Image.open(io.BytesIO(response.content)).convert('RGB'))
+        assert image.shape == (info['height'], info['width'], 3)
+        raw = frames[number].astype(int)
+        # the box edge is drawn red; away from the box the frame is the raw one
+        x, y, w, h = (int(round(v)) for v in boxes[number])
+        top = image[y, x : x + w].astype(int)
+        assert np.abs(top - raw[y, x : x + w]).mean() > 40
+        assert (top[:, 0] - top[:, 1:].mean(1)).mean() > 100
+        mask = np.ones(image.shape[:2], bool)
+        mask[max(0, y - 8) : y + h + 8, max(0, x - 8) : x + w + 8] = False
+        assert np.abs(image.astype(int) - raw)[mask].mean() < 6
+        # and it is not some other frame of the video
+        other = frames[number + 6 if number + 6 in frames else number - 6]
+        assert (
+            np.abs(image.astype(int) - raw)[mask].mean()
+            < np.abs(image.astype(int) - other.astype(int))[mask].mean()
+        )
+    missing = next(f for f in range(record['first_frame'], 10**4) if f not in boxes)
+    for frame in (str(missing), '0', 'x', '-1', '9' * 12):
+        response = client.get(hit['frame_url'] + '&frame=' + frame)
+        assert response.status_code == 400, frame
+        assert 'one of the frames of track' in response.json()['detail']
+    response = client.get('/api/frame', params=dict(key='nope/1'))
+    assert response.status_code == 404 and 'Unknown track' in response.json()['detail']
+
+
+def test_frame_of_a_track_whose_video_is_gone(app_setup, tmp_path):
+    import shutil
+
+    gallery = app_setup['gallery']
+    key = next(iter(gallery.records))
+    video = Path(gallery.record(key)['video'])
+    moved = tmp_path / video.name
+    shutil.move(str(video), str(moved))
+    try:
+        response = app_setup['client'].get('/api/frame', params=dict(key=key))
+        assert response.status_code == 404
+        assert 'no longer readable' in response.json()['detail']
+        assert str(video.parent) not in response.text  # no server path
+        video.write_bytes(b'not a video')
+        response = app_setup['client'].get('/api/frame', params=dict(key=key))
+        assert response.status_code == 404
+        assert 'no longer readable' in response.json()['detail']
+    finally:
+        shutil.move(str(moved), str(video))
+
+
 @pytest.mark.parametrize(
     'url, params, status, words',
     [

@@ -202,6 +202,8 @@ def test_track_records_and_filters(setup, tmp_path):
         gallery.search(query, 100, time_from=time(10, 0), time_to=time(10, 5))
     ) == len(gallery)
     assert gallery.search(query, 100, time_from=time(9, 0), time_to=time(9, 30)) == []
+    # a camera that no track has: an empty result, not an error
+    assert gallery.search(query, 100, cameras=['no-such-camera']) == []
     one = everything[0]
     start = datetime.fromisoformat(one['start_time'])
     hits = gallery.search(query, 100, time_from=start, time_to=start)

@@ -82,10 +82,11 @@ class IndexBackend(metaclass=ABCMeta):
     def describe(self) -> str:
         """One line, e.g. ``'ivf-sq8 (nlist 4096, nprobe 48)'``."""
 
-    # Optional capabilities, with the behaviour of a backend that lacks them.
+    @abstractmethod
     def empty_like(self) -> 'IndexBackend':
         """A new, empty backend with this one's trained state."""
-        raise NotImplementedError(f'the {self.name} backend cannot be cloned')
+
+    # Optional capabilities, with the behaviour of a backend that lacks them.
 
     def sidecar_files(self) -> List[str]:
         """Files next to the index file that this backend reads."""

@@ -213,6 +213,15 @@ class MilvusBackend(IndexBackend):
                 ids[row, col] = hit['id']
         return scores, ids
 
+    def empty_like(self) -> 'MilvusBackend':
+        """Refused: a Milvus collection lives on its server and holds no
+        trained state, so it is emptied in place (:meth:`remove`) or a new
+        collection is created by name, never cloned."""
+        raise ValueError(
+            f'the Milvus collection {self.collection!r} cannot be cloned: '
+            'remove its items, or open a new collection by name'
+        )
+
     def config(self) -> Dict:
         return dict(
             uri=self.uri,

@@ -13,6 +13,7 @@ Example:
     >>> boxes, scores = detector.detect(frame)
 """
 
+from abc import ABC, abstractmethod
 from typing import Tuple
 
 import numpy as np
@@ -27,7 +28,7 @@ def empty_detections() -> Tuple[np.ndarray, np.ndarray]:
     return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
 
 
-class BaseVideoDetector:
+class BaseVideoDetector(ABC):
     """Base class of the registered video person detectors."""
 
     def reset(self, video_path: str) -> None:
@@ -36,7 +37,11 @@ class BaseVideoDetector:
         Args:
             video_path (str): The video about to be decoded.
         """
+        # Stateless detectors have nothing to reset; stateful ones (the
+        # background model) override this.
+        return None
 
+    @abstractmethod
     def detect(self, frame: VideoFrame) -> Tuple[np.ndarray, np.ndarray]:
         """Detect people in one frame.
 
@@ -47,7 +52,6 @@ class BaseVideoDetector:
             tuple[np.ndarray, np.ndarray]: ``(N, 4)`` xyxy boxes and ``(N,)``
             scores, float32.
         """
-        raise NotImplementedError
 
     def settings(self) -> dict:
         """What decides this detector's output (part of an ingestion's

@@ -25,6 +25,36 @@ from .part_query_decoder_layer import ATTENTION_MODES, PartQueryDecoderLayer
 MODALITIES = ('image', 'text')
 EMBED_NORMS = (None, 'bn')
 IMAGE_POS_EMBEDS = (None, 'sine')
+IMAGE_SPATIAL_PRIORS = (None, 'gaussian')
+
+
+def gaussian_prior_logits(centres: Tensor, scales: Tensor, h: int, w: int) -> Tensor:
+    """Log of an axis-aligned Gaussian of each query over an (h, w) grid.
+
+    Coordinates are fractions of the image: a cell's centre is at
+    ``((row + 0.5) / h, (col + 0.5) / w)``.
+
+    Args:
+        centres (Tensor): (K, 2) centres (y, x) in image fractions.
+        scales (Tensor): (K, 2) standard deviations (y, x) in image
+            fractions, positive.
+        h (int): Rows of the grid.
+        w (int): Columns of the grid.
+
+    Returns:
+        Tensor: (K, h * w) logits ``-0.5 * ((y - cy) / sy)**2 - 0.5 * ((x -
+        cx) / sx)**2``, row-major like a flattened feature map.
+
+    Example:
+        >>> gaussian_prior_logits(torch.full((2, 2), 0.5), torch.ones(2, 2),
+        ...                       4, 2).shape
+        torch.Size([2, 8])
+    """
+    ys = (torch.arange(h, dtype=centres.dtype, device=centres.device) + 0.5) / h
+    xs = (torch.arange(w, dtype=centres.dtype, device=centres.device) + 0.5) / w
+    dy = (ys[None, :] - centres[:, :1]) / scales[:, :1]  # (K, h)
+    dx = (xs[None, :] - centres[:, 1:]) / scales[:, 1:]  # (K, w)
+    return -0.5 * (dy[:, :, None] ** 2 + dx[:, None, :] ** 2).reshape(-1, h * w)
 
 
 def sine_grid_embedding(h: int, w: int, dims: int) -> Tensor:
@@ -97,6 +127,23 @@ class PartQueryDecoderHead(BaseModule):
             settle in that collapsed state; centring each dimension over the
             batch keeps them apart. None for pretrained encoders. Defaults
             to None.
+        image_token_channels (int, optional): Channels of the image tokens
+            the queries attend to, when they differ from the pooled
+            feature's (e.g. several stages' maps concatenated). None: the
+            same as ``image_in_channels``.
+        image_pos_embed (str, optional): ``'sine'`` adds a fixed 2-D sine
+            code of each image token's grid position before the decoder.
+        image_spatial_prior (str, optional): ``'gaussian'`` gives every part
+            query a learnable spatial prior over the image grid: an
+            axis-aligned Gaussian whose log is added to the query's image
+            attention logits (the spatially modulated co-attention of SMCA,
+            Gao et al., ICCV 2021). The K centres start on K horizontal
+            stripes down the middle of the crop (PCB's stripes, Sun et al.,
+            ECCV 2018) and move freely in training; within its Gaussian a
+            query attends by content. No part label is used. None: plain
+            content attention. Defaults to None.
+        self_attention (bool): Whether the decoder's queries attend to each
+            other before the cross-attention. Defaults to True.
         init_cfg (dict | list[dict], optional): MMEngine init config, e.g.
             ``dict(type='Pretrained', checkpoint=..., prefix='head.')``.
 
@@ -125,6 +172,7 @@ class PartQueryDecoderHead(BaseModule):
         embed_norm: Optional[str] = None,
         image_token_channels: Optional[int] = None,
         image_pos_embed: Optional[str] = None,
+        image_spatial_prior: Optional[str] = None,
         self_attention: bool = True,
         init_cfg: Optional[dict] = None,
     ) -> None:
@@ -140,7 +188,13 @@ class PartQueryDecoderHead(BaseModule):
                 f'image_pos_embed must be one of {IMAGE_POS_EMBEDS}, '
                 f'got {image_pos_embed!r}'
             )
+        if image_spatial_prior not in IMAGE_SPATIAL_PRIORS:
+            raise ValueError(
+                f'image_spatial_prior must be one of {IMAGE_SPATIAL_PRIORS}, '
+                f'got {image_spatial_prior!r}'
+            )
         self.image_pos_embed = image_pos_embed
+        self.image_spatial_prior = image_spatial_prior if num_parts else None
         self.in_channels = dict(image=image_in_channels, text=text_in_channels)
         self.token_channels = dict(
             image=image_token_channels or image_in_channels, text=text_in_channels
@@ -186,6 +240,24 @@ class PartQueryDecoderHead(BaseModule):
             )
             for _ in range(num_layers)
         )
+        if self.image_spatial_prior == 'gaussian':
+            # Learned as offsets from the starting stripes, so weight decay
+            # pulls a prior back towards its stripe, not to the image corner.
+            # The starting values are derived from K (not saved).
+            stripe_centres = (torch.arange(num_parts, dtype=torch.float32) + 0.5) / (
+                num_parts
+            )
+            init_centres = torch.stack(
+                [stripe_centres, torch.full_like(stripe_centres, 0.5)], dim=1
+            )
+            # One stripe's half-height down, a quarter of the width across.
+            init_scales = torch.tensor([[0.5 / num_parts, 0.25]]).expand(num_parts, 2)
+            self.register_buffer('prior_init_centres', init_centres, persistent=False)
+            self.register_buffer(
+                'prior_init_log_scales', init_scales.log().clone(), persistent=False
+            )
+            self.prior_centre_offsets = nn.Parameter(torch.zeros(num_parts, 2))
+            self.prior_log_scale_offsets = nn.Parameter(torch.zeros(num_parts, 2))
         self.part_norm = nn.LayerNorm(decoder_dims)
         self.part_proj = nn.Linear(decoder_dims, embed_dims)
         if embed_norm == 'bn':
@@ -221,6 +293,29 @@ class PartQueryDecoderHead(BaseModule):
                 f'{modality} mask has shape {tuple(mask.shape)}, expected '
                 f'{tuple(tokens.shape[:2])}'
             )
+
+    def spatial_prior(self) -> Tuple[Tensor, Tensor]:
+        """The part queries' spatial priors over the image.
+
+        Returns:
+            tuple[Tensor, Tensor]: (K, 2) centres and (K, 2) standard
+            deviations, (y, x) in fractions of the image height and width.
+        """
+        if self.image_spatial_prior is None:
+            raise ValueError('the head was built without image_spatial_prior')
+        centres = self.prior_init_centres + self.prior_centre_offsets
+        scales = (self.prior_init_log_scales + self.prior_log_scale_offsets).exp()
+        return centres, scales
+
+    @staticmethod
+    def _image_grid(
+        hw: Optional[Tuple[int, int]], n: int, option: str
+    ) -> Tuple[int, int]:
+        if hw is None or hw[0] * hw[1] != n:
+            raise ValueError(
+                f'{option} needs the token grid of the {n} image tokens, got hw={hw}'
+            )
+        return int(hw[0]), int(hw[1])
 
     def forward(
         self,
@@ -261,17 +356,18 @@ class PartQueryDecoderHead(BaseModule):
             )
         memory = getattr(self, f'{modality}_token_proj')(tokens)
         if modality == 'image' and self.image_pos_embed == 'sine':
-            if hw is None or hw[0] * hw[1] != N:
-                raise ValueError(
-                    f"image_pos_embed='sine' needs the token grid of the {N} "
-                    f'image tokens, got hw={hw}'
-                )
-            code = sine_grid_embedding(hw[0], hw[1], memory.shape[-1])
+            h, w = self._image_grid(hw, N, 'image_pos_embed')
+            code = sine_grid_embedding(h, w, memory.shape[-1])
             memory = memory + code.to(memory)
+        bias = None
+        if modality == 'image' and self.image_spatial_prior == 'gaussian':
+            bias = gaussian_prior_logits(
+                *self.spatial_prior(), *self._image_grid(hw, N, 'image_spatial_prior')
+            ).to(memory)
         query = self.part_queries.unsqueeze(0).expand(B, -1, -1)
         attn = None
         for layer in self.decoder:
-            query, attn = layer(query, memory, mask)
+            query, attn = layer(query, memory, mask, bias)
         part_embeds = self.part_proj(self.part_norm(query))
         if self.embed_norm == 'bn':
             norm = getattr(self, f'{modality}_part_norm')
@@ -279,4 +375,4 @@ class PartQueryDecoderHead(BaseModule):
         return dict(embed=embed, part_embeds=part_embeds, attn=attn)
 
 
-__all__ = ['PartQueryDecoderHead', 'sine_grid_embedding']
+__all__ = ['PartQueryDecoderHead', 'gaussian_prior_logits', 'sine_grid_embedding']

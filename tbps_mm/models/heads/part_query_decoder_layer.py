@@ -71,7 +71,11 @@ class PartCrossAttention(BaseModule):
         self.attn_drop = nn.Dropout(attn_drop)
 
     def forward(
-        self, query: Tensor, tokens: Tensor, mask: Optional[Tensor] = None
+        self,
+        query: Tensor,
+        tokens: Tensor,
+        mask: Optional[Tensor] = None,
+        bias: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor]:
         """Attend from ``query`` (B, K, C) to ``tokens`` (B, N, C).
 
@@ -80,6 +84,9 @@ class PartCrossAttention(BaseModule):
             tokens (Tensor): (B, N, C) token features.
             mask (Tensor, optional): (B, N), nonzero for real tokens and zero
                 for padding. None: every token is real.
+            bias (Tensor, optional): (K, N) or (B, K, N) additive attention
+                logits, shared by the heads (e.g. a spatial prior of each
+                query over an image grid). None: no bias.
 
         Returns:
             tuple[Tensor, Tensor]: the attended features (B, K, C) and the
@@ -107,6 +114,10 @@ class PartCrossAttention(BaseModule):
                 -1, keepdim=True
             )
         logits = logits * dh**-0.5  # (B, h, K, N)
+        if bias is not None:
+            if bias.dim() == 2:
+                bias = bias.unsqueeze(0)
+            logits = logits + bias.unsqueeze(1)
         valid = None if mask is None else mask[:, None, None, :].bool()
         if self.mode == 'cross':
             if valid is not None:
@@ -191,7 +202,11 @@ class PartQueryDecoderLayer(BaseModule):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, query: Tensor, tokens: Tensor, mask: Optional[Tensor] = None
+        self,
+        query: Tensor,
+        tokens: Tensor,
+        mask: Optional[Tensor] = None,
+        bias: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor]:
         """Update the queries from the tokens.
 
@@ -199,6 +214,8 @@ class PartQueryDecoderLayer(BaseModule):
             query (Tensor): (B, K, C).
             tokens (Tensor): (B, N, C), already normalised by the caller.
             mask (Tensor, optional): (B, N) real-token mask.
+            bias (Tensor, optional): (K, N) or (B, K, N) additive
+                cross-attention logits.
 
         Returns:
             tuple[Tensor, Tensor]: updated queries (B, K, C) and the
@@ -207,7 +224,7 @@ class PartQueryDecoderLayer(BaseModule):
         if self.self_attention:
             x = self.norm_self(query)
             query = query + self.dropout(self.self_attn(x, x, x, need_weights=False)[0])
-        attended, maps = self.cross_attn(self.norm_cross(query), tokens, mask)
+        attended, maps = self.cross_attn(self.norm_cross(query), tokens, mask, bias)
         query = query + self.dropout(attended)
         if self.feedforward:
             query = query + self.dropout(self.ffn(self.norm_ffn(query)))

@@ -269,3 +269,60 @@ def test_image_tokens_may_have_their_own_channels():
         ValueError, match='image_in_channels=48, image_token_channels=20'
     ):
         head(torch.randn(2, 10, 48), torch.randn(2, 48), modality='image')
+
+
+def test_gaussian_prior_logits_peak_at_each_centre():
+    from tbps_mm.models.heads.part_query_decoder_head import gaussian_prior_logits
+
+    centres = torch.tensor([[0.125, 0.5], [0.875, 0.25]])
+    logits = gaussian_prior_logits(centres, torch.full((2, 2), 0.1), 4, 2)
+    assert logits.shape == (2, 8)
+    # Cell centres: rows at 1/8, 3/8, 5/8, 7/8; columns at 1/4, 3/4.
+    assert logits[0].view(4, 2)[0].max() == logits[0].max()
+    assert logits[1].argmax() == 6  # row 3, column 0
+    # One standard deviation away costs exactly 0.5 in log space.
+    one_sd = gaussian_prior_logits(
+        torch.tensor([[0.125, 0.25]]), torch.tensor([[0.25, 10.0]]), 4, 2
+    ).view(4, 2)
+    torch.testing.assert_close(one_sd[0, 0] - one_sd[1, 0], torch.tensor(0.5))
+
+
+def test_spatial_prior_places_queries_on_stripes_and_is_learned():
+    torch.manual_seed(0)
+    head = _head(image_spatial_prior='gaussian', num_layers=1).eval()
+    # Identical tokens: only the prior tells the cells apart, so query k's
+    # attention peaks on the k-th of 3 horizontal stripes of a 6x2 grid.
+    tokens = torch.randn(1, 1, 48).expand(2, 12, 48)
+    attn = head(tokens, torch.randn(2, 48), modality='image', hw=(6, 2))['attn']
+    rows = attn[0].view(3, 6, 2).sum(-1)  # (K, rows)
+    assert all(rows[k, 2 * k : 2 * k + 2].sum() > 0.5 for k in range(3))
+    centres, scales = head.spatial_prior()
+    torch.testing.assert_close(centres[:, 0], torch.tensor([1 / 6, 1 / 2, 5 / 6]))
+    assert (scales > 0).all()
+    # The centres and widths are parameters that the loss moves; the
+    # starting stripes are derived from K and not saved.
+    head.train()
+    out = head(torch.randn(2, 12, 48), torch.randn(2, 48), modality='image', hw=(6, 2))
+    (out['attn'][:, :, :6].sum()).backward()
+    assert head.prior_centre_offsets.grad.abs().sum() > 0
+    assert head.prior_log_scale_offsets.grad.abs().sum() > 0
+    assert not any('init' in key for key in head.state_dict())
+    with pytest.raises(ValueError, match='needs the token grid'):
+        head(tokens, torch.randn(2, 48), modality='image')
+    # Captions have no grid: their attention ignores the prior.
+    text = _text()
+    torch.manual_seed(1)
+    a = _head(image_spatial_prior='gaussian')
+    torch.manual_seed(1)
+    b = _head()
+    b.load_state_dict(
+        {k: v for k, v in a.state_dict().items() if 'prior' not in k}, strict=True
+    )
+    torch.testing.assert_close(
+        a(*text[:2], text[2], modality='text')['attn'],
+        b(*text[:2], text[2], modality='text')['attn'],
+    )
+    with pytest.raises(ValueError, match='image_spatial_prior must be one of'):
+        _head(image_spatial_prior='stripes')
+    with pytest.raises(ValueError, match='built without image_spatial_prior'):
+        _head().spatial_prior()

@@ -142,6 +142,10 @@ class PartQueryDecoderHead(BaseModule):
             ECCV 2018) and move freely in training; within its Gaussian a
             query attends by content. No part label is used. None: plain
             content attention. Defaults to None.
+        image_prior_scales (tuple[float, float], optional): The spatial
+            priors' starting standard deviations (y, x) in fractions of the
+            image height and width. None: ``(0.5 / K, 0.25)``, half a stripe
+            down and a quarter of the width across.
         self_attention (bool): Whether the decoder's queries attend to each
             other before the cross-attention. Defaults to True.
         init_cfg (dict | list[dict], optional): MMEngine init config, e.g.
@@ -173,6 +177,7 @@ class PartQueryDecoderHead(BaseModule):
         image_token_channels: Optional[int] = None,
         image_pos_embed: Optional[str] = None,
         image_spatial_prior: Optional[str] = None,
+        image_prior_scales: Optional[Tuple[float, float]] = None,
         self_attention: bool = True,
         init_cfg: Optional[dict] = None,
     ) -> None:

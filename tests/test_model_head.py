@@ -322,6 +322,12 @@ def test_spatial_prior_places_queries_on_stripes_and_is_learned():
         a(*text[:2], text[2], modality='text')['attn'],
         b(*text[:2], text[2], modality='text')['attn'],
     )
+    narrow = _head(image_spatial_prior='gaussian', image_prior_scales=(0.1, 0.15))
+    torch.testing.assert_close(
+        narrow.spatial_prior()[1], torch.tensor([[0.1, 0.15]]).expand(3, 2)
+    )
+    with pytest.raises(ValueError, match='image_prior_scales must be two positive'):
+        _head(image_spatial_prior='gaussian', image_prior_scales=(0.1, 0.0))
     with pytest.raises(ValueError, match='image_spatial_prior must be one of'):
         _head(image_spatial_prior='stripes')
     with pytest.raises(ValueError, match='built without image_spatial_prior'):

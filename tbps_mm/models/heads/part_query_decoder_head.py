@@ -255,8 +255,15 @@ class PartQueryDecoderHead(BaseModule):
             init_centres = torch.stack(
                 [stripe_centres, torch.full_like(stripe_centres, 0.5)], dim=1
             )
-            # One stripe's half-height down, a quarter of the width across.
-            init_scales = torch.tensor([[0.5 / num_parts, 0.25]]).expand(num_parts, 2)
+            scales = image_prior_scales or (0.5 / num_parts, 0.25)
+            if len(scales) != 2 or min(scales) <= 0:
+                raise ValueError(
+                    'image_prior_scales must be two positive fractions (y, x), '
+                    f'got {image_prior_scales!r}'
+                )
+            init_scales = torch.tensor([[float(v) for v in scales]]).expand(
+                num_parts, 2
+            )
             self.register_buffer('prior_init_centres', init_centres, persistent=False)
             self.register_buffer(
                 'prior_init_log_scales', init_scales.log().clone(), persistent=False

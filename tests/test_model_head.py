@@ -326,6 +326,9 @@ def test_spatial_prior_places_queries_on_stripes_and_is_learned():
     torch.testing.assert_close(
         narrow.spatial_prior()[1], torch.tensor([[0.1, 0.15]]).expand(3, 2)
     )
+    pinned = _head(image_spatial_prior='gaussian', image_prior_learn_centres=False)
+    assert not pinned.prior_centre_offsets.requires_grad
+    assert pinned.prior_log_scale_offsets.requires_grad
     with pytest.raises(ValueError, match='image_prior_scales must be two positive'):
         _head(image_spatial_prior='gaussian', image_prior_scales=(0.1, 0.0))
     with pytest.raises(ValueError, match='image_spatial_prior must be one of'):

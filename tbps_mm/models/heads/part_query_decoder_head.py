@@ -146,6 +146,10 @@ class PartQueryDecoderHead(BaseModule):
             priors' starting standard deviations (y, x) in fractions of the
             image height and width. None: ``(0.5 / K, 0.25)``, half a stripe
             down and a quarter of the width across.
+        image_prior_learn_centres (bool): Whether training moves the
+            priors' centres (their widths are always learned). False keeps
+            every query around its stripe, so the queries cannot drift onto
+            one region. Defaults to True.
         self_attention (bool): Whether the decoder's queries attend to each
             other before the cross-attention. Defaults to True.
         init_cfg (dict | list[dict], optional): MMEngine init config, e.g.
@@ -178,6 +182,7 @@ class PartQueryDecoderHead(BaseModule):
         image_pos_embed: Optional[str] = None,
         image_spatial_prior: Optional[str] = None,
         image_prior_scales: Optional[Tuple[float, float]] = None,
+        image_prior_learn_centres: bool = True,
         self_attention: bool = True,
         init_cfg: Optional[dict] = None,
     ) -> None:
@@ -268,7 +273,9 @@ class PartQueryDecoderHead(BaseModule):
             self.register_buffer(
                 'prior_init_log_scales', init_scales.log().clone(), persistent=False
             )
-            self.prior_centre_offsets = nn.Parameter(torch.zeros(num_parts, 2))
+            self.prior_centre_offsets = nn.Parameter(
+                torch.zeros(num_parts, 2), requires_grad=image_prior_learn_centres
+            )
             self.prior_log_scale_offsets = nn.Parameter(torch.zeros(num_parts, 2))
         self.part_norm = nn.LayerNorm(decoder_dims)
         self.part_proj = nn.Linear(decoder_dims, embed_dims)

@@ -2,7 +2,7 @@
 
 Does the commonality-based margin of L_CMR help where sharing matters? Every
 run trains ``configs/ablations/synth_families.py`` (SynthPedes with
-families of 4, batches of whole families, K = 5 part queries) from scratch
+families of 4, batches of whole families, K = 4 part queries) from scratch
 with one of these arms, all else equal:
 
 ==========  ================================================================

@@ -56,7 +56,6 @@ SYNTH_LOSSES = {
     'loss_id',
     'loss_cmr',
     'loss_div',
-    'loss_conc',
     'loss_sdm_fused',
 }
 
@@ -89,14 +88,17 @@ def test_synth_quick_start_composition_builds_and_trains(config):
     losses = model(inputs, samples, mode='loss')
     optim.update_params(sum(losses.values()))
     assert set(losses) == SYNTH_LOSSES
-    # The CNN gives the part queries its 16x6 grid of stage-2 cells (the
-    # grid the concentration loss is built for), the ViT its 8x3 patches.
+    # The CNN gives the part queries its 16x6 grid of stage-2 cells, the ViT
+    # its 8x3 patches; on either, query k's stripe prior is centred on the
+    # k-th of K horizontal stripes.
     with torch.no_grad():
         out = model.eval().encode_image(inputs['images'])
-    grid = tuple(cfg.model.losses.conc.grid)
+    grid = (16, 6) if 'vit' not in config else (8, 3)
     assert tuple(out['attn_hw']) == grid
-    assert grid == ((16, 6) if 'vit' not in config else (8, 3))
     assert out['attn'].shape == (B, cfg.num_parts, grid[0] * grid[1])
+    centres, _ = model.head.spatial_prior()
+    K = cfg.num_parts
+    torch.testing.assert_close(centres[:, 0], (torch.arange(K) + 0.5) / K)
 
 
 def test_irra_schedule_multiplies_the_lr_of_new_modules():

@@ -330,6 +330,33 @@ def test_oracle_commonality_and_margins():
         CommonalityMarginRankingLoss(commonality='oracle', gather=True)
 
 
+def test_oracle_parts_pick_the_body_part_of_each_query():
+    # Five coded parts, two queries standing for parts 3 and 0.
+    codes = torch.tensor([[0, 5, 5, 1, 9], [0, 6, 6, 2, 9], [4, 7, 7, 1, 9]])
+    loss = CommonalityMarginRankingLoss(commonality='oracle', oracle_parts=(3, 0))
+    parts = torch.nn.functional.normalize(torch.randn(2, 3, 4), dim=-1)
+    common = loss.part_commonality(parts, parts, torch.arange(3), part_codes=codes)
+    expected = torch.tensor(
+        [
+            [[1, 0, 1], [0, 1, 0], [1, 0, 1]],  # part 3: samples 0 and 2
+            [[1, 1, 0], [1, 1, 0], [0, 0, 1]],  # part 0: samples 0 and 1
+        ],
+        dtype=torch.float32,
+    )
+    assert torch.equal(common, expected)
+    with pytest.raises(ValueError, match='do not have'):
+        CommonalityMarginRankingLoss(
+            commonality='oracle', oracle_parts=(0, 7)
+        ).part_commonality(parts, parts, torch.arange(3), part_codes=codes)
+    with pytest.raises(ValueError, match=r'\(B, K\)'):
+        CommonalityMarginRankingLoss(
+            commonality='oracle', oracle_parts=(0, 1, 2)
+        ).part_commonality(parts, parts, torch.arange(3), part_codes=codes)
+    for bad in ((), (-1, 0), (0.5,), (True,)):
+        with pytest.raises(ValueError, match='oracle_parts must be'):
+            CommonalityMarginRankingLoss(commonality='oracle', oracle_parts=bad)
+
+
 def test_kept_margin_is_logged_on_request():
     parts = torch.randn(6, 2, 8)
     labels = torch.tensor([0, 0, 1, 1, 2, 2])

@@ -13,7 +13,12 @@ _base_ = ['../tbps_synth.py']
 model = dict(
     image_encoder=dict(out_indices=(2,)),
     image_token_maps='last',
-    head=dict(num_parts=0, image_token_channels=None, image_pos_embed=None),
-    losses=dict(cmr=None, div=None, conc=None, sdm_fused=None),
+    head=dict(
+        num_parts=0,
+        image_token_channels=None,
+        image_pos_embed=None,
+        image_spatial_prior=None,
+    ),
+    losses=dict(cmr=None, div=None, sdm_fused=None),
     fusion_weight=0.0,
 )

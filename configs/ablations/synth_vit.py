@@ -1,7 +1,7 @@
 # The quick start (configs/tbps_synth.py) with a small ViT image encoder in
 # place of the slim ResNet: 192-d, 4 layers, 3 heads, patch 16, i.e. an 8x3
 # grid of patch tokens at 128x48 for the part queries (with the same sine
-# position code), pooled by their mean
+# position code and stripe priors), pooled by their mean
 # (not CLS), which keeps the coarse embeddings from collapsing early in
 # training from scratch. Data, schedule, text encoder, head and losses are the
 # quick start's. Kept to show, and to rerun, why the quick start uses the CNN:
@@ -25,6 +25,4 @@ model = dict(
     image_token_maps='last',
     channels_last=False,
     head=dict(image_in_channels=192, image_token_channels=None),
-    # The patch grid at 128x48: 8x3.
-    losses=dict(conc=dict(grid=(8, 3))),
 )

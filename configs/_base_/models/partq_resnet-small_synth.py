@@ -1,8 +1,7 @@
 # The CPU quick-start model for SynthPedes (configs/tbps_synth.py): a slim
 # ResNet (ResNet-18 blocks, 32 base channels, 3 stages) and a small BERT-style
 # text encoder, both randomly initialised, K = 4 shared part queries,
-# SDM (coarse and fused) + ID + CMR (4 hardest negatives) + part diversity
-# and concentration.
+# SDM (coarse and fused) + ID + CMR (4 hardest negatives) + part diversity.
 #
 # Why a CNN and not the small ViT (configs/ablations/synth_vit.py): from scratch, on
 # 4,000 training images and a 15-minute CPU budget, the convolution's locality
@@ -12,10 +11,13 @@
 # 8x3 map; the part queries attend over a finer 16x6 grid of 96 tokens: the
 # second stage's map with the third stage's features upsampled onto it
 # (image_token_maps='concat'), plus a fixed 2-D sine code of each token's
-# position. A concentration loss keeps each query's image attention compact and
-# the diversity loss keeps the queries apart, so that without part labels the
-# queries settle on body parts (docs/method.md, "Image tokens of the
-# SynthPedes model"; measured in docs/benchmarks_accuracy.md, "Part
+# position. Each query's image attention carries a spatial prior: a Gaussian
+# centred on one of K horizontal stripes down the middle of the crop, a
+# 0.1 of the height tall and 0.15 of the width wide, whose widths are
+# learned and whose centres stay on their stripes; within it the query
+# attends by content, and the diversity loss keeps the queries off each
+# other's tokens. So, without part labels, the queries settle on body parts
+# (docs/method.md, "Head"; measured in docs/benchmarks_accuracy.md, "Part
 # localisation"). The decoder is one lean layer (cross-attention only: no
 # query self-attention, no FFN), for its training cost (docs/benchmarks.md).
 #
@@ -29,9 +31,8 @@ text_max_length = 64
 num_parts = 4
 embed_dims = 256
 image_channels = 128  # the third stage's width: 32 base channels x 4
-# The part queries' token grid: the second stage's map (64 channels, stride 8)
-# with the third stage's (128 channels) upsampled onto it.
-token_grid = (img_size[0] // 8, img_size[1] // 8)  # 16x6 at 128x48
+# The part queries' tokens: the second stage's map (64 channels, stride 8; 16x6
+# at 128x48) with the third stage's (128 channels) upsampled onto it.
 image_token_channels = 64 + image_channels
 
 model = dict(
@@ -85,6 +86,12 @@ model = dict(
         feedforward_ratio=0,
         image_token_channels=image_token_channels,
         image_pos_embed='sine',
+        # Stripe priors (ours): chosen on the val split among learned and
+        # pinned centres, widths and loss weights
+        # (docs/benchmarks_accuracy.md, "Part localisation").
+        image_spatial_prior='gaussian',
+        image_prior_scales=(0.1, 0.15),
+        image_prior_learn_centres=False,
         attention='cross',
         coarse_bias=True,
         # From scratch, a per-modality BN neck keeps the coarse embeddings
@@ -101,16 +108,10 @@ model = dict(
         # them within a few hundred steps (loss ~0.015) and the part branch
         # stops learning; the 4 hardest negatives per anchor keep it working.
         cmr=dict(type='CommonalityMarginRankingLoss', negatives=4),
-        # Without it the K queries start alike, get alike gradients and stay
-        # one attention map (docs/benchmarks_accuracy.md, part localisation).
-        # Weight 2 with the concentration loss: two queries on one region
-        # would both pay for it (docs/benchmarks_accuracy.md, part
-        # localisation: weights chosen on the val split).
+        # Without it the K queries settle on the same tokens, stripes or
+        # not (docs/benchmarks_accuracy.md, part localisation: weight chosen
+        # on the val split).
         div=dict(type='PartDiversityLoss', loss_weight=2.0),
-        # The spatial variance of each query's image attention: compact
-        # regions (SCOPS-style concentration; no part labels). At weight 30 a
-        # uniform map on the 16x6 grid costs 2.8, a part-sized one about 0.15.
-        conc=dict(type='PartConcentrationLoss', grid=token_grid, loss_weight=30.0),
         # SDM on the fused embedding (TBPSRetriever.fused_embed): trains the
         # score the test ranks by, s_coarse + lambda * mean_k s_k, so the
         # parts learn what the coarse embedding misses. Without it the two

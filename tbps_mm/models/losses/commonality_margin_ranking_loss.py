@@ -35,7 +35,7 @@ Written by hand (no OpenMMLab package has it), fully vectorised over parts,
 anchors and negatives.
 """
 
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +85,12 @@ class CommonalityMarginRankingLoss(nn.Module):
             of every training step in :attr:`last_stats`, which the
             retriever adds to its loss dict (``cmr_kept_margin``, logged,
             not summed). A diagnostic; defaults to False.
+        oracle_parts (Sequence[int], optional): For ``'oracle'``: which
+            columns of ``part_codes`` (body parts, in the dataset's order)
+            the K queries stand for, one per query, e.g. ``(0, 1, 2, 3)``
+            for head, upper, lower and feet of SynthPedes' five coded parts.
+            None: every column, in order (K must equal the number of coded
+            parts). Defaults to None.
 
     Example:
         >>> loss = CommonalityMarginRankingLoss()
@@ -107,8 +113,20 @@ class CommonalityMarginRankingLoss(nn.Module):
         sample_threshold: float = 0.5,
         gather: bool = False,
         log_kept_margin: bool = False,
+        oracle_parts: Optional[Sequence[int]] = None,
     ) -> None:
         super().__init__()
+        if oracle_parts is not None and (
+            len(oracle_parts) == 0
+            or any(isinstance(p, bool) or int(p) != p or p < 0 for p in oracle_parts)
+        ):
+            raise ValueError(
+                'oracle_parts must be column indices of part_codes, one per part '
+                f'query, got {oracle_parts!r}'
+            )
+        self.oracle_parts = (
+            None if oracle_parts is None else tuple(map(int, oracle_parts))
+        )
         if margin_mode not in MARGIN_MODES:
             raise ValueError(
                 f'margin_mode must be one of {MARGIN_MODES}, got {margin_mode!r}'
@@ -212,9 +230,8 @@ class CommonalityMarginRankingLoss(nn.Module):
         other_ids = max(ids.numel() - 1, 1)
         return (ids_sharing.to(intra.dtype) / other_ids).unsqueeze(-1)
 
-    @staticmethod
     def _oracle_commonality(
-        image_parts: Tensor, part_codes: Optional[Tensor]
+        self, image_parts: Tensor, part_codes: Optional[Tensor]
     ) -> Tensor:
         """(K, B, B) 1 where two samples share body part k's attributes."""
         num_parts, batch = image_parts.shape[:2]
@@ -224,11 +241,19 @@ class CommonalityMarginRankingLoss(nn.Module):
                 'with with_part_codes=True)'
             )
         codes = torch.as_tensor(part_codes, device=image_parts.device)
+        if self.oracle_parts is not None:
+            if codes.dim() != 2 or max(self.oracle_parts) >= codes.shape[1]:
+                raise ValueError(
+                    f'oracle_parts {self.oracle_parts} name columns that the '
+                    f'part_codes of shape {tuple(codes.shape)} do not have'
+                )
+            codes = codes[:, list(self.oracle_parts)]
         if codes.shape != (batch, num_parts):
             raise ValueError(
                 f"commonality='oracle' needs part_codes of shape (B, K) = "
                 f'({batch}, {num_parts}), got {tuple(codes.shape)}: the model '
-                'needs one part query per coded body part'
+                'needs one part query per coded body part (or oracle_parts '
+                'naming the body part of each query)'
             )
         codes = codes.t()  # (K, B)
         return (codes[:, :, None] == codes[:, None, :]).to(image_parts.dtype)

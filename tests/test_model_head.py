@@ -335,3 +335,26 @@ def test_spatial_prior_places_queries_on_stripes_and_is_learned():
         _head(image_spatial_prior='stripes')
     with pytest.raises(ValueError, match='built without image_spatial_prior'):
         _head().spatial_prior()
+
+
+def test_logit_cap_bounds_content_so_a_bias_keeps_its_weight():
+    torch.manual_seed(0)
+    capped = PartCrossAttention(16, 2, logit_cap=1.0)
+    plain = PartCrossAttention(16, 2)
+    plain.load_state_dict(capped.state_dict())
+    query, tokens = 50 * torch.randn(2, 3, 16), 50 * torch.randn(2, 8, 16)
+    # Content alone: capped logits span at most 2 nats per head, so no token
+    # gets more than e^2 times another's weight in any head's map.
+    _, maps = capped(query, tokens)
+    assert (maps.max(-1).values / maps.min(-1).values).max() <= torch.e**2 + 1e-4
+    _, loose = plain(query, tokens)
+    assert loose.max() > 0.9  # without the cap one token takes nearly all
+    # A bias of 10 nats on token 0 then decides where every query looks.
+    bias = torch.zeros(3, 8)
+    bias[:, 0] = 10.0
+    _, biased = capped(query, tokens, bias=bias)
+    assert (biased[..., 0] > 0.99).all()
+    with pytest.raises(ValueError, match='logit_cap must be positive'):
+        PartCrossAttention(16, 2, logit_cap=0.0)
+    head = _head(attn_logit_cap=2.0)
+    assert all(layer.cross_attn.logit_cap == 2.0 for layer in head.decoder)

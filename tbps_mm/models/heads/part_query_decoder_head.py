@@ -152,6 +152,10 @@ class PartQueryDecoderHead(BaseModule):
             one region. Defaults to True.
         self_attention (bool): Whether the decoder's queries attend to each
             other before the cross-attention. Defaults to True.
+        attn_logit_cap (float, optional): Soft cap on the decoder's
+            cross-attention content logits, ``cap * tanh(logits / cap)``,
+            applied before the spatial prior is added, so that the prior
+            keeps its weight. None: no cap. Defaults to None.
         init_cfg (dict | list[dict], optional): MMEngine init config, e.g.
             ``dict(type='Pretrained', checkpoint=..., prefix='head.')``.
 
@@ -184,6 +188,7 @@ class PartQueryDecoderHead(BaseModule):
         image_prior_scales: Optional[Tuple[float, float]] = None,
         image_prior_learn_centres: bool = True,
         self_attention: bool = True,
+        attn_logit_cap: Optional[float] = None,
         init_cfg: Optional[dict] = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -247,6 +252,7 @@ class PartQueryDecoderHead(BaseModule):
                 attention=attention,
                 dropout=dropout,
                 self_attention=self_attention,
+                logit_cap=attn_logit_cap,
             )
             for _ in range(num_layers)
         )

@@ -33,6 +33,11 @@ class PartCrossAttention(BaseModule):
         mode (str): ``'cross'`` or ``'slot'``. Defaults to ``'cross'``.
         attn_drop (float): Dropout on the attention weights. Defaults to 0.
         eps (float): Slot renormalisation floor. Defaults to 1e-8.
+        logit_cap (float, optional): Soft cap on the content logits,
+            ``cap * tanh(logits / cap)`` (the logit soft-capping of Gemma 2),
+            applied before ``bias`` is added, so that an additive bias (a
+            spatial prior) keeps its weight however large the learned
+            query-token products grow. None: no cap. Defaults to None.
 
     Example:
         >>> import torch
@@ -49,6 +54,7 @@ class PartCrossAttention(BaseModule):
         mode: str = 'cross',
         attn_drop: float = 0.0,
         eps: float = 1e-8,
+        logit_cap: Optional[float] = None,
     ) -> None:
         super().__init__()
         if mode not in ATTENTION_MODES:
@@ -64,6 +70,9 @@ class PartCrossAttention(BaseModule):
         self.head_dims = embed_dims // num_heads
         self.mode = mode
         self.eps = eps
+        if logit_cap is not None and not logit_cap > 0:
+            raise ValueError(f'logit_cap must be positive, got {logit_cap!r}')
+        self.logit_cap = logit_cap
         self.q_proj = nn.Linear(embed_dims, embed_dims)
         self.k_proj = nn.Linear(embed_dims, embed_dims)
         self.v_proj = nn.Linear(embed_dims, embed_dims)
@@ -114,6 +123,8 @@ class PartCrossAttention(BaseModule):
                 -1, keepdim=True
             )
         logits = logits * dh**-0.5  # (B, h, K, N)
+        if self.logit_cap is not None:
+            logits = self.logit_cap * torch.tanh(logits / self.logit_cap)
         if bias is not None:
             if bias.dim() == 2:
                 bias = bias.unsqueeze(0)
@@ -157,6 +168,8 @@ class PartQueryDecoderLayer(BaseModule):
         dropout (float): Dropout after attention / FFN. Defaults to 0.
         self_attention (bool): Whether the queries attend to each other
             first. Defaults to True.
+        logit_cap (float, optional): Soft cap on the cross-attention's
+            content logits (:class:`PartCrossAttention`). Defaults to None.
 
     Example:
         >>> import torch
@@ -174,6 +187,7 @@ class PartQueryDecoderLayer(BaseModule):
         attention: str = 'cross',
         dropout: float = 0.0,
         self_attention: bool = True,
+        logit_cap: Optional[float] = None,
     ) -> None:
         super().__init__()
         if feedforward_channels < 0:
@@ -188,7 +202,11 @@ class PartQueryDecoderLayer(BaseModule):
             )
         self.norm_cross = nn.LayerNorm(embed_dims)
         self.cross_attn = PartCrossAttention(
-            embed_dims, num_heads, mode=attention, attn_drop=dropout
+            embed_dims,
+            num_heads,
+            mode=attention,
+            attn_drop=dropout,
+            logit_cap=logit_cap,
         )
         self.feedforward = feedforward_channels > 0
         if self.feedforward:

@@ -12,11 +12,12 @@
 # second stage's map with the third stage's features upsampled onto it
 # (image_token_maps='concat'), plus a fixed 2-D sine code of each token's
 # position. Each query's image attention carries a spatial prior: a Gaussian
-# centred on one of K horizontal stripes down the middle of the crop, a
-# 0.1 of the height tall and 0.15 of the width wide, whose widths are
-# learned and whose centres stay on their stripes; within it the query
-# attends by content, and the diversity loss keeps the queries off each
-# other's tokens. So, without part labels, the queries settle on body parts
+# centred on one of K horizontal stripes down the middle of the crop, 0.1
+# of the height tall and 0.15 of the width wide, whose widths are learned
+# and whose centres stay on their stripes; within it the query attends by
+# content, with its content logits soft-capped so that the prior keeps its
+# weight, and the diversity loss keeps the queries off each other's
+# tokens. So, without part labels, the queries settle on body parts
 # (docs/method.md, "Head"; measured in docs/benchmarks_accuracy.md, "Part
 # localisation"). The decoder is one lean layer (cross-attention only: no
 # query self-attention, no FFN), for its training cost (docs/benchmarks.md).
@@ -92,6 +93,10 @@ model = dict(
         image_spatial_prior='gaussian',
         image_prior_scales=(0.1, 0.15),
         image_prior_learn_centres=False,
+        # Content logits soft-capped at 2 nats (cap * tanh(logits / cap)):
+        # uncapped, they grew past the prior and queries attended far off
+        # their stripes (docs/benchmarks_accuracy.md, "Part localisation").
+        attn_logit_cap=2.0,
         attention='cross',
         coarse_bias=True,
         # From scratch, a per-modality BN neck keeps the coarse embeddings

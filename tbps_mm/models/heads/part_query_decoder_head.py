@@ -139,7 +139,8 @@ class PartQueryDecoderHead(BaseModule):
             attention logits (the spatially modulated co-attention of SMCA,
             Gao et al., ICCV 2021). The K centres start on K horizontal
             stripes down the middle of the crop (PCB's stripes, Sun et al.,
-            ECCV 2018) and move freely in training; within its Gaussian a
+            ECCV 2018) and move in training unless
+            ``image_prior_learn_centres=False``; within its Gaussian a
             query attends by content. No part label is used. None: plain
             content attention. Defaults to None.
         image_prior_scales (tuple[float, float], optional): The spatial
@@ -155,7 +156,8 @@ class PartQueryDecoderHead(BaseModule):
         attn_logit_cap (float, optional): Soft cap on the decoder's
             cross-attention content logits, ``cap * tanh(logits / cap)``,
             applied before the spatial prior is added, so that the prior
-            keeps its weight. None: no cap. Defaults to None.
+            keeps its weight. The decoder is shared, so captions' attention
+            is capped too. None: no cap. Defaults to None.
         init_cfg (dict | list[dict], optional): MMEngine init config, e.g.
             ``dict(type='Pretrained', checkpoint=..., prefix='head.')``.
 

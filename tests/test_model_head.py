@@ -271,6 +271,56 @@ def test_image_tokens_may_have_their_own_channels():
         head(torch.randn(2, 10, 48), torch.randn(2, 48), modality='image')
 
 
+@pytest.mark.parametrize('coarse_hw', [(4, 3), (3, 2)])
+def test_feature_maps_give_the_tokens_of_their_upsampled_concatenation(coarse_hw):
+    # A fine 8x6 map and a coarse one, at an even (4x3) and an uneven (3x2)
+    # ratio: the head projects each at its own resolution, which must equal
+    # projecting the nearest-upsampled, concatenated maps, values and grads.
+    torch.manual_seed(0)
+    head = _head(
+        image_token_channels=20,
+        image_pos_embed='sine',
+        image_spatial_prior='gaussian',
+        attn_logit_cap=2.0,
+    )
+    fine = torch.randn(2, 8, 8, 6, requires_grad=True)
+    coarse = torch.randn(2, 12, *coarse_hw, requires_grad=True)
+    pooled = torch.randn(2, 48)
+    up = torch.nn.functional.interpolate(coarse, size=(8, 6), mode='nearest')
+    tokens = torch.cat([fine, up], dim=1).flatten(2).transpose(1, 2)
+    reference = head(tokens, pooled, modality='image', hw=(8, 6))
+    grads_ref = torch.autograd.grad(
+        reference['part_embeds'].square().sum(), [fine, coarse, head.part_queries]
+    )
+    out = head([fine, coarse], pooled, modality='image')
+    for key in ('embed', 'part_embeds', 'attn'):
+        torch.testing.assert_close(out[key], reference[key])
+    grads = torch.autograd.grad(
+        out['part_embeds'].square().sum(), [fine, coarse, head.part_queries]
+    )
+    for got, want in zip(grads, grads_ref):
+        # Summed in another order: float32 rounding only.
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_bad_feature_maps_are_clear_errors():
+    head = _head(image_token_channels=20)
+    pooled = torch.randn(2, 48)
+    fine, coarse = torch.randn(2, 8, 8, 6), torch.randn(2, 12, 4, 3)
+    with pytest.raises(ValueError, match='28 channels in all.*image_token_channels=20'):
+        head([fine, torch.randn(2, 20, 4, 3)], pooled, modality='image')
+    with pytest.raises(ValueError, match='the text modality takes tokens'):
+        head([fine, coarse], torch.randn(2, 32), modality='text')
+    with pytest.raises(ValueError, match='must be \\(B, C, H, W\\) tensors'):
+        head([fine, coarse.flatten(2)], pooled, modality='image')
+    with pytest.raises(ValueError, match='different batch sizes'):
+        head([fine, coarse[:1]], pooled, modality='image')
+    with pytest.raises(ValueError, match='take no padding mask'):
+        head([fine, coarse], pooled, torch.ones(2, 48), modality='image')
+    with pytest.raises(ValueError, match='pooled feature must be'):
+        head([fine, coarse], torch.randn(2, 20), modality='image')
+
+
 def test_gaussian_prior_logits_peak_at_each_centre():
     from tbps_mm.models.heads.part_query_decoder_head import gaussian_prior_logits
 

@@ -4,6 +4,7 @@ similarity, backbone adaptation and a real data-preprocessor batch."""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.dataset import pseudo_collate
 from mmengine.optim import OptimWrapper
 from model_fixtures import (
@@ -337,10 +338,19 @@ def test_concat_maps_give_the_finest_grid_with_every_stage():
     with torch.no_grad():
         fine, coarse = model.image_encoder(x)
         feats = model._image_features(x)
-    # Each fine cell carries its own features and its coarse parent's.
-    tokens = feats['tokens'].view(2, 8, 4, 96)
-    torch.testing.assert_close(tokens[..., :32], fine.permute(0, 2, 3, 1))
-    torch.testing.assert_close(tokens[:, 3, 1, 32:], coarse[:, :, 1, 0])
+    # The head gets the maps, finest first, and the finest grid.
+    assert [tuple(m.shape) for m in feats['tokens']] == [(2, 32, 8, 4), (2, 64, 4, 2)]
+    torch.testing.assert_close(feats['tokens'][0], fine)
+    assert feats['hw'] == (8, 4)
     torch.testing.assert_close(feats['pooled'], coarse.mean(dim=(2, 3)))
+    # ... and treats them as the finest grid's tokens, each fine cell with its
+    # own features and its coarse parent's.
+    up = F.interpolate(coarse, size=(8, 4), mode='nearest')
+    tokens = torch.cat([fine, up], dim=1).flatten(2).transpose(1, 2)
+    with torch.no_grad():
+        from_tokens = model.head(tokens, feats['pooled'], None, 'image', hw=(8, 4))
+        from_maps = model.head(feats['tokens'], feats['pooled'], None, 'image')
+    for key in ('embed', 'part_embeds', 'attn'):
+        torch.testing.assert_close(from_maps[key], from_tokens[key])
     with pytest.raises(ValueError, match='image_token_maps must be one of'):
         MODELS.build(dict(cfg, image_token_maps='fpn'))

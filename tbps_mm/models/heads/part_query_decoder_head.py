@@ -11,9 +11,10 @@ same learned query (the paper's shared decoder); only the input projections
 Written by hand: MMPretrain and MMEngine have no cross-modal query decoder.
 """
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
@@ -55,6 +56,19 @@ def gaussian_prior_logits(centres: Tensor, scales: Tensor, h: int, w: int) -> Te
     dy = (ys[None, :] - centres[:, :1]) / scales[:, :1]  # (K, h)
     dx = (xs[None, :] - centres[:, 1:]) / scales[:, 1:]  # (K, w)
     return -0.5 * (dy[:, :, None] ** 2 + dx[:, None, :] ** 2).reshape(-1, h * w)
+
+
+def _nearest_index(
+    size: Tuple[int, int], target: Tuple[int, int], device: torch.device
+) -> Tensor:
+    """Flat index of the (h, w) cell that nearest upsampling to ``target``
+    copies into each target cell, row-major: torch's own rounding, taken from
+    ``F.interpolate`` of the cells' indices."""
+    cells = torch.arange(size[0] * size[1], dtype=torch.float32, device=device)
+    upsampled = F.interpolate(
+        cells.view(1, 1, *size), size=tuple(target), mode='nearest'
+    )
+    return upsampled.flatten().long()
 
 
 def sine_grid_embedding(h: int, w: int, dims: int) -> Tensor:
@@ -321,6 +335,63 @@ class PartQueryDecoderHead(BaseModule):
                 f'{tuple(tokens.shape[:2])}'
             )
 
+    def _check_maps(
+        self, maps: Sequence[Tensor], pooled: Tensor, modality: str
+    ) -> None:
+        if modality != 'image':
+            raise ValueError(
+                'feature maps (a sequence of (B, C, H, W) tensors) are image '
+                f'inputs; the {modality} modality takes tokens (B, N, C)'
+            )
+        shapes = [tuple(m.shape) for m in maps]
+        if not maps or any(m.dim() != 4 for m in maps):
+            raise ValueError(
+                f'image feature maps must be (B, C, H, W) tensors, got {shapes}'
+            )
+        if any(m.shape[0] != maps[0].shape[0] for m in maps):
+            raise ValueError(f'image feature maps of different batch sizes: {shapes}')
+        if sum(m.shape[1] for m in maps) != self.token_channels['image']:
+            raise ValueError(
+                f'image feature maps {shapes} have '
+                f'{sum(m.shape[1] for m in maps)} channels in all but the head '
+                f'was built with image_token_channels={self.token_channels["image"]}'
+            )
+        if pooled.dim() != 2 or pooled.shape[-1] != self.in_channels['image']:
+            raise ValueError(
+                f'image pooled feature must be (B, {self.in_channels["image"]}), '
+                f'got {tuple(pooled.shape)}'
+            )
+
+    def _project_image_maps(self, maps: Sequence[Tensor]) -> Tensor:
+        """(B, N, decoder_dims) tokens on the first map's grid from every map.
+
+        The same function as ``image_token_proj`` on the maps upsampled to the
+        first map's grid (nearest) and concatenated along the channels, since
+        a linear map commutes with nearest upsampling: each map is projected
+        by its slice of the weight at its own resolution and only then
+        brought onto the fine grid, so a coarse map's projection costs its own
+        tokens, not the fine grid's.
+        """
+        linear, norm = self.image_token_proj
+        h, w = maps[0].shape[-2:]
+        memory: Optional[Tensor] = None
+        start = 0
+        for index, feature_map in enumerate(maps):
+            channels = feature_map.shape[1]
+            weight = linear.weight[:, start : start + channels]
+            start += channels
+            projected = F.linear(
+                feature_map.flatten(2).transpose(1, 2),
+                weight,
+                linear.bias if index == 0 else None,
+            )
+            if feature_map.shape[-2:] != (h, w):
+                projected = projected.index_select(
+                    1, _nearest_index(feature_map.shape[-2:], (h, w), projected.device)
+                )
+            memory = projected if memory is None else memory + projected
+        return norm(memory)
+
     def spatial_prior(self) -> Tuple[Tensor, Tensor]:
         """The part queries' spatial priors over the image.
 
@@ -346,7 +417,7 @@ class PartQueryDecoderHead(BaseModule):
 
     def forward(
         self,
-        tokens: Tensor,
+        tokens: Union[Tensor, Sequence[Tensor]],
         pooled: Tensor,
         mask: Optional[Tensor] = None,
         modality: str = 'image',
@@ -355,7 +426,14 @@ class PartQueryDecoderHead(BaseModule):
         """Embed one modality's encoder output.
 
         Args:
-            tokens (Tensor): (B, N, C) token features.
+            tokens (Tensor | Sequence[Tensor]): (B, N, C) token features; or,
+                for images, feature maps (B, C_i, H_i, W_i), the finest
+                first, whose tokens are those of the first map's grid with
+                every map's features upsampled onto it (nearest) and
+                concatenated along the channels (channels summing to
+                ``image_token_channels``; ``hw`` is then the first map's).
+                The head projects each map at its own resolution, which
+                gives the same tokens at a fraction of the work.
             pooled (Tensor): (B, C) pooled feature (CLS / EOT / mean).
             mask (Tensor, optional): (B, N), nonzero for real tokens.
             modality (str): ``'image'`` or ``'text'``: selects the
@@ -369,8 +447,17 @@ class PartQueryDecoderHead(BaseModule):
             layer's attention of each query over the tokens (averaged over
             heads). Embeddings are not normalised.
         """
-        self._check_inputs(tokens, pooled, mask, modality)
-        B, N, _ = tokens.shape
+        maps: Optional[List[Tensor]] = None
+        if isinstance(tokens, Tensor):
+            self._check_inputs(tokens, pooled, mask, modality)
+            B, N, _ = tokens.shape
+        else:
+            maps = list(tokens)
+            self._check_maps(maps, pooled, modality)
+            if mask is not None:
+                raise ValueError('image feature maps take no padding mask')
+            B, N = maps[0].shape[0], maps[0].shape[-2] * maps[0].shape[-1]
+            hw = tuple(maps[0].shape[-2:]) if hw is None else hw
         coarse_proj = getattr(self, f'{modality}_coarse_proj')
         embed = coarse_proj(pooled)
         if self.embed_norm == 'bn':
@@ -379,9 +466,12 @@ class PartQueryDecoderHead(BaseModule):
             return dict(
                 embed=embed,
                 part_embeds=embed.new_zeros(B, 0, self.embed_dims),
-                attn=tokens.new_zeros(B, 0, N),
+                attn=pooled.new_zeros(B, 0, N),
             )
-        memory = getattr(self, f'{modality}_token_proj')(tokens)
+        if maps is not None:
+            memory = self._project_image_maps(maps)
+        else:
+            memory = getattr(self, f'{modality}_token_proj')(tokens)
         if modality == 'image' and self.image_pos_embed == 'sine':
             h, w = self._image_grid(hw, N, 'image_pos_embed')
             code = sine_grid_embedding(h, w, memory.shape[-1])

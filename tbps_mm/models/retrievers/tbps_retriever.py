@@ -210,7 +210,12 @@ class TBPSRetriever(BaseModel):
 
     @staticmethod
     def _concat_maps(feats) -> Dict:
-        """Tokens on the finest map's grid from every map; pooled from the last."""
+        """Tokens on the finest map's grid from every map; pooled from the last.
+
+        The tokens are the maps themselves, finest first: the head upsamples
+        each onto the finest grid and concatenates them (in effect; it
+        projects each map at its own resolution first, which is cheaper).
+        """
         maps = list(feats) if isinstance(feats, (tuple, list)) else [feats]
         if any(m.dim() != 4 for m in maps):
             raise ValueError(
@@ -219,9 +224,7 @@ class TBPSRetriever(BaseModel):
                 f'{[tuple(m.shape) for m in maps]}'
             )
         hw = tuple(maps[0].shape[-2:])
-        grid = [maps[0]] + [F.interpolate(m, size=hw, mode='nearest') for m in maps[1:]]
-        tokens = torch.cat(grid, dim=1).flatten(2).transpose(1, 2)
-        return dict(tokens=tokens, pooled=maps[-1].mean(dim=(2, 3)), hw=hw)
+        return dict(tokens=maps, pooled=maps[-1].mean(dim=(2, 3)), hw=hw)
 
     def _patch_grid(self, images: Tensor, patches: Tensor) -> Optional[tuple]:
         """(h, w) of the patch tokens when they form the image's patch grid."""

@@ -19,8 +19,9 @@
 # weight, and the diversity loss keeps the queries off each other's
 # tokens. So, without part labels, the queries settle on body parts
 # (docs/method.md, "Head"; measured in docs/benchmarks_accuracy.md, "Part
-# localisation"). The decoder is one lean layer (cross-attention only: no
-# query self-attention, no FFN), for its training cost (docs/benchmarks.md).
+# localisation"). The decoder is one lean layer, 64 wide (cross-attention
+# only: no query self-attention, no FFN), for its training cost
+# (docs/benchmarks.md).
 #
 # text_vocab_size must cover the SynthPedes tokenizer (<data_root>/tokenizer,
 # 219 tokens, [PAD] = 0); captions must fit in text_max_length tokens. The ID
@@ -80,7 +81,11 @@ model = dict(
         text_in_channels=128,
         embed_dims=embed_dims,
         num_parts=num_parts,
-        decoder_dims=128,
+        # The decoder's width: 64 costs a training step +11.6 % over
+        # global-only where 128 cost +15.0 % (docs/benchmarks.md), at equal
+        # val R@1 and part localisation (two seeds each; docs/
+        # benchmarks_accuracy.md, "Part localisation").
+        decoder_dims=64,
         num_layers=1,
         num_heads=4,
         self_attention=False,

@@ -81,10 +81,9 @@ model = dict(
         text_in_channels=128,
         embed_dims=embed_dims,
         num_parts=num_parts,
-        # The decoder's width: 64 costs a training step +11.6 % over
-        # global-only where 128 cost +15.0 % (docs/benchmarks.md), at equal
-        # val R@1 and part localisation (two seeds each; docs/
-        # benchmarks_accuracy.md, "Part localisation").
+        # 64 wide rather than 128: the head's per-token work halves
+        # (docs/benchmarks.md, training cost), at equal val R@1 and part
+        # localisation (docs/benchmarks_accuracy.md, "Part localisation").
         decoder_dims=64,
         num_layers=1,
         num_heads=4,

@@ -181,7 +181,11 @@ class TBPSRetriever(BaseModel):
     # Encoders
     # ------------------------------------------------------------------ #
     def _image_features(self, images: Tensor) -> Dict:
-        """Backbone output -> tokens (B, N, C), pooled (B, C), token grid."""
+        """Backbone output -> tokens, pooled (B, C), token grid.
+
+        The tokens are (B, N, C), or with ``image_token_maps='concat'`` the
+        feature maps themselves, finest first (see :meth:`_concat_maps`).
+        """
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         feats = self.image_encoder(images)

@@ -111,6 +111,13 @@ def test_part_localisation_mass_sums_to_one_per_query(probe_run, monkeypatch):
     np.testing.assert_allclose(area.sum(), 1.0, atol=1e-4)
     assert set(result['best']) <= set(result['parts'][1:])
     assert result['table'].count('\n') == 4 + 2  # header, rule, 4 queries, uniform
+    # The quick start's stripe priors alone: the top stripe's query sits on
+    # the head more than the bottom one's, the bottom one on the feet.
+    prior = np.array(result['prior']['mass'])
+    assert prior.shape == (4, 6)
+    np.testing.assert_allclose(prior.sum(axis=1), 1.0, atol=1e-4)
+    head, feet = result['parts'].index('head'), result['parts'].index('feet')
+    assert prior[0, head] > prior[3, head] and prior[3, feet] > prior[0, feet]
 
 
 def test_commonality_sanity_pairs_and_correlations(probe_run, monkeypatch):

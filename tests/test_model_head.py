@@ -387,6 +387,24 @@ def test_spatial_prior_places_queries_on_stripes_and_is_learned():
         _head().spatial_prior()
 
 
+def test_prior_attention_is_the_attention_of_equal_content():
+    torch.manual_seed(0)
+    head = _head(image_spatial_prior='gaussian', num_layers=1).eval()
+    with torch.no_grad():
+        head.prior_log_scale_offsets.normal_(0, 0.3)
+    # Identical tokens give every cell the same content logit, so the
+    # decoder's attention is the prior's softmax, cell for cell.
+    tokens = torch.randn(1, 1, 48).expand(2, 12, 48)
+    attn = head(tokens, torch.randn(2, 48), modality='image', hw=(6, 2))['attn']
+    prior = head.prior_attention((6, 2))
+    assert prior.shape == (3, 12)
+    torch.testing.assert_close(attn[0], prior.detach())
+    torch.testing.assert_close(attn[1], prior.detach())
+    torch.testing.assert_close(prior.sum(-1), torch.ones(3))
+    with pytest.raises(ValueError, match='built without image_spatial_prior'):
+        _head().prior_attention((6, 2))
+
+
 def test_logit_cap_bounds_content_so_a_bias_keeps_its_weight():
     torch.manual_seed(0)
     capped = PartCrossAttention(16, 2, logit_cap=1.0)

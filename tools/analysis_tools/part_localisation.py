@@ -17,6 +17,12 @@ cell's pixels that belong to each part) and reports, per query:
 Written by hand: MMPretrain / MMEngine have no attention-vs-mask analysis.
 The model, the data loader and the mask arithmetic come from ``_harness``.
 
+When the queries carry a spatial prior (``image_spatial_prior``), a second
+table measures the prior alone: the attention each query would give if
+every token's content were equal (``PartQueryDecoderHead.prior_attention``).
+The gap between the two tables is what the decoder's content attention does
+beyond where the prior already looks.
+
 With ``--figure``, it also draws a few images of the split with their part
 masks and each query's attention (MMEngine's heat-map overlay, through
 ``tbps_mm.visualization.attention_heatmap``).
@@ -32,6 +38,7 @@ import sys
 from typing import Dict, Optional, Sequence
 
 import numpy as np
+import torch
 from _harness import (
     BODY_PARTS,
     MASK_PARTS,
@@ -160,7 +167,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    _, _, encoded = encode_checkpoint(args)
+    _, model, encoded = encode_checkpoint(args)
     images = encoded['images']
     shares = patch_part_shares(
         encoded['data_root'], images['img_path'], images['attn_hw']
@@ -174,6 +181,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f'{args.checkpoint}\n'
     )
     print(table)
+    prior = None
+    if getattr(model.head, 'image_spatial_prior', None) is not None:
+        with torch.no_grad():
+            alone = model.head.prior_attention(images['attn_hw']).float().numpy()
+        prior_result = localisation_table(
+            np.broadcast_to(alone, (len(shares), *alone.shape)), shares
+        )
+        prior = dict(
+            mass=prior_result['mass'].tolist(),
+            best=[BODY_PARTS[b] for b in prior_result['best']],
+            lift=prior_result['lift'].tolist(),
+            table=format_localisation(prior_result),
+        )
+        print('\nThe spatial priors alone (every token with equal content):\n')
+        print(prior['table'])
     if args.figure:
         n = len(images['img_path'])
         pick = np.linspace(0, n - 1, min(args.figure_images, n)).astype(int)
@@ -196,6 +218,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             best=[BODY_PARTS[b] for b in result['best']],
             lift=result['lift'].tolist(),
             table=table,
+            prior=prior,
         ),
     )
     return 0

@@ -405,6 +405,33 @@ class PartQueryDecoderHead(BaseModule):
         scales = (self.prior_init_log_scales + self.prior_log_scale_offsets).exp()
         return centres, scales
 
+    def prior_attention(self, hw: Tuple[int, int]) -> Tensor:
+        """Each query's attention over an image grid from its prior alone.
+
+        What the decoder's image attention would be if every token's content
+        logit were equal: the softmax of the spatial prior over the grid. It
+        is the baseline that says how far content moves a query off its
+        prior (``tools/analysis_tools/part_localisation.py``).
+
+        Args:
+            hw (tuple[int, int]): The (h, w) token grid.
+
+        Returns:
+            Tensor: (K, h * w), rows summing to 1, row-major like a
+            flattened feature map.
+
+        Raises:
+            ValueError: The head was built without ``image_spatial_prior``.
+
+        Example:
+            >>> head = PartQueryDecoderHead(
+            ...     32, 32, 16, num_parts=2, image_spatial_prior='gaussian')
+            >>> head.prior_attention((4, 2)).shape
+            torch.Size([2, 8])
+        """
+        h, w = self._image_grid(hw, int(hw[0]) * int(hw[1]), 'prior_attention')
+        return gaussian_prior_logits(*self.spatial_prior(), h, w).softmax(-1)
+
     @staticmethod
     def _image_grid(
         hw: Optional[Tuple[int, int]], n: int, option: str

@@ -55,7 +55,6 @@ SYNTH_LOSSES = {
     'loss_sdm',
     'loss_id',
     'loss_cmr',
-    'loss_div',
     'loss_sdm_fused',
 }
 

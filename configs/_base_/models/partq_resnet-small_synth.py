@@ -1,7 +1,7 @@
 # The CPU quick-start model for SynthPedes (configs/tbps_synth.py): a slim
 # ResNet (ResNet-18 blocks, 32 base channels, 3 stages) and a small BERT-style
 # text encoder, both randomly initialised, K = 4 shared part queries,
-# SDM (coarse and fused) + ID + CMR (4 hardest negatives) + part diversity.
+# SDM (coarse and fused) + ID + CMR (4 hardest negatives).
 #
 # Why a CNN and not the small ViT (configs/ablations/synth_vit.py): from scratch, on
 # 4,000 training images and a 15-minute CPU budget, the convolution's locality
@@ -16,10 +16,11 @@
 # of the height tall and 0.15 of the width wide, whose widths are learned
 # and whose centres stay on their stripes; within it the query attends by
 # content, with its content logits soft-capped so that the prior keeps its
-# weight, and the diversity loss keeps the queries off each other's
-# tokens. So, without part labels, the queries settle on body parts
+# weight. So, without part labels, the queries settle on body parts
 # (docs/method.md, "Head"; measured in docs/benchmarks_accuracy.md, "Part
-# localisation"). The decoder is one lean layer, 64 wide (cross-attention
+# localisation"). No diversity loss: with the priors pinned and the content
+# capped the queries stay apart without it, and with it they moved apart
+# onto the background beside the body (same section). The decoder is one lean layer, 64 wide (cross-attention
 # only: no query self-attention, no FFN), for its training cost
 # (docs/benchmarks.md).
 #
@@ -117,10 +118,6 @@ model = dict(
         # them within a few hundred steps (loss ~0.015) and the part branch
         # stops learning; the 4 hardest negatives per anchor keep it working.
         cmr=dict(type='CommonalityMarginRankingLoss', negatives=4),
-        # Without it the K queries settle on the same tokens, stripes or
-        # not (docs/benchmarks_accuracy.md, part localisation: weight chosen
-        # on the val split).
-        div=dict(type='PartDiversityLoss', loss_weight=2.0),
         # SDM on the fused embedding (TBPSRetriever.fused_embed): trains the
         # score the test ranks by, s_coarse + lambda * mean_k s_k, so the
         # parts learn what the coarse embedding misses. Without it the two

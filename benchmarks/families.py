@@ -334,12 +334,9 @@ def report(
         ['difference', 'metric', 'seeds', 'mean [95 % CI]', 'paired t p', 'Wilcoxon p'],
         lines,
     )
-    at_level = vs_fixed
-    if verdict_level != 0.95:
-        at_level = {
-            arm: paired(records, arm, 'fixed', PRIMARY, verdict_level)
-            for arm in vs_fixed
-        }
+    at_level = {
+        arm: paired(records, arm, 'fixed', PRIMARY, verdict_level) for arm in vs_fixed
+    }
     rule = verdict(at_level)
     commits = sorted({r.get('commit') for r in records})
     print('\nSynthPedes families (M = 4), test split of data seed 0; mean [95 % CI]\n')
@@ -461,7 +458,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         'the result, e.g. 0.975 for a second look (Bonferroni)',
     )
     parser.add_argument('--out', default=osp.join(RESULTS, 'families.json'))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # Checked before any run starts: a sweep can take hours.
+    if not 0.5 < args.verdict_level < 1:
+        parser.error(f'--verdict-level must lie in (0.5, 1), got {args.verdict_level}')
+    return args
 
 
 def main(argv=None) -> int:
@@ -499,10 +500,6 @@ def main(argv=None) -> int:
             if osp.exists(path):
                 with open(path) as f:
                     records.append(json.load(f))
-    if not 0.5 < args.verdict_level < 1:
-        raise SystemExit(
-            f'error: --verdict-level must lie in (0.5, 1), got {args.verdict_level}'
-        )
     code = report(records, args.arms, args.out, args.verdict_level)
     if failures:
         print('failed runs (rerun to retry): ' + ', '.join(failures))

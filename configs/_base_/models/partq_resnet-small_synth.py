@@ -20,9 +20,9 @@
 # (docs/method.md, "Head"; measured in docs/benchmarks_accuracy.md, "Part
 # localisation"). No diversity loss: with the priors pinned and the content
 # capped the queries stay apart without it, and with it they moved apart
-# onto the background beside the body (same section). The decoder is one lean layer, 64 wide (cross-attention
-# only: no query self-attention, no FFN), for its training cost
-# (docs/benchmarks.md).
+# onto the background beside the body (same section). The decoder is one
+# lean layer, 64 wide (cross-attention only: no query self-attention, no
+# FFN), for its training cost (docs/benchmarks.md).
 #
 # text_vocab_size must cover the SynthPedes tokenizer (<data_root>/tokenizer,
 # 219 tokens, [PAD] = 0); captions must fit in text_max_length tokens. The ID

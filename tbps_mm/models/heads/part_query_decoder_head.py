@@ -429,7 +429,7 @@ class PartQueryDecoderHead(BaseModule):
             >>> head.prior_attention((4, 2)).shape
             torch.Size([2, 8])
         """
-        h, w = self._image_grid(hw, int(hw[0]) * int(hw[1]), 'prior_attention')
+        h, w = int(hw[0]), int(hw[1])
         return gaussian_prior_logits(*self.spatial_prior(), h, w).softmax(-1)
 
     @staticmethod

@@ -150,10 +150,47 @@ def test_commonality_sanity_pairs_and_correlations(probe_run, monkeypatch):
     # The 'sample' estimator is the anchor's: every ordered pair counts.
     assert result['modes']['sample']['num_pairs'] == 2 * result['num_pairs']
     assert result['table'].count('\n') == 1 + 4 * 4  # header, rule, 16 rows
+    # The breakdown covers each query's own part, attribute by attribute.
+    from tbps_mm.datasets.synthpedes.attributes import ATTRIBUTE_PARTS
+
+    for mode in result['modes'].values():
+        assert len(mode['attributes']) == 4
+        for part, by_name in zip(result['best'], mode['attributes']):
+            assert set(by_name) == {a for a, p in ATTRIBUTE_PARTS.items() if p == part}
+            for row in by_name.values():
+                assert 0.0 <= row['agree'] <= 1.0
+                for key in ('rho_estimate', 'rho_part'):
+                    assert row[key] is None or abs(row[key]) <= 1.0
+    rows = sum(len(by_name) for by_name in result['modes']['pair']['attributes'])
+    assert result['attribute_table'].count('\n') == 1 + 4 * rows
     margins = result['margins']
     loss = load_tool('commonality_sanity').build_cmr_loss(Config.fromfile(CONFIG))
     for key in ('all', 'hardest'):
         assert loss.margin_min <= margins[key] <= loss.margin_max
+
+
+def test_part_sharing_is_the_mean_agreement_over_the_parts_attributes():
+    tool = load_tool('commonality_sanity')
+    attributes = dict(
+        attribute_parts=dict(hat='head', hair='head', shoes='feet'),
+        identities=[
+            dict(id=1, hat='none', hair='red', shoes='boots'),
+            dict(id=2, hat='none', hair='black', shoes='boots'),
+            dict(id=3, hat='cap', hair='black', shoes='trainers'),
+        ],
+    )
+    assert tool.part_attribute_names(attributes, 'head') == ['hair', 'hat']
+    agree = tool.attribute_agreement(attributes, [1, 2, 3, 1], ['hair', 'hat'])
+    assert agree.shape == (2, 4, 4)
+    np.testing.assert_array_equal(agree[1, 0], [1, 1, 0, 1])  # hat of id 1
+    sharing = tool.part_sharing(attributes, [1, 2, 3, 1], parts=('head', 'feet'))
+    np.testing.assert_allclose(sharing[0, 0], [1.0, 0.5, 0.0, 1.0])
+    np.testing.assert_allclose(sharing[0, 1, 2], 0.5)  # same hair, hat differs
+    np.testing.assert_allclose(sharing[1, 0], [1.0, 1.0, 0.0, 1.0])
+    with pytest.raises(KeyError, match='no attribute of part'):
+        tool.part_attribute_names(attributes, 'upper')
+    with pytest.raises(KeyError, match='no identity'):
+        tool.attribute_agreement(attributes, [1, 9], ['hat'])
 
 
 def test_attribute_probe_runs_with_the_runner(probe_run, monkeypatch):

@@ -18,7 +18,11 @@ part it describes. This benchmark
    and the true sharing of that body part between the two identities: the
    share of the part's attributes (e.g. upper: type, colour, sleeves,
    pattern) on which they agree. The same correlation with the other parts'
-   sharing shows whether the estimate is specific to the query's part.
+   sharing shows whether the estimate is specific to the query's part;
+5. breaks the own part down attribute by attribute: the estimate against
+   agreement on each attribute (which of them it tracks), and agreement on
+   each attribute against the part's sharing (how far an estimator that
+   tracked that attribute alone, perfectly, would get on step 4).
 
 It also reports the margins the loss asks for in training-sized batches
 (``CommonalityMarginRankingLoss.part_margins``), over all negatives and over
@@ -36,7 +40,7 @@ Example:
 import argparse
 import copy
 import sys
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -57,6 +61,48 @@ from tbps_mm.models.losses.commonality_margin_ranking_loss import COMMONALITY_MO
 from tbps_mm.registry import MODELS
 
 
+def part_attribute_names(attributes: Dict, part: str) -> List[str]:
+    """The attributes of ``attributes.json`` that describe one body part.
+
+    Args:
+        attributes (dict): ``attributes.json``.
+        part (str): A body part (``'head'``, ``'upper'``, ...).
+
+    Returns:
+        list[str]: Its attribute names, sorted.
+    """
+    names = sorted(a for a, p in attributes['attribute_parts'].items() if p == part)
+    if not names:
+        raise KeyError(f'attributes.json describes no attribute of part {part!r}')
+    return names
+
+
+def attribute_agreement(
+    attributes: Dict, person_ids: Sequence[int], names: Sequence[str]
+) -> np.ndarray:
+    """Whether every two samples' identities agree on each attribute.
+
+    Args:
+        attributes (dict): ``attributes.json``.
+        person_ids (Sequence[int]): The samples' person ids.
+        names (Sequence[str]): Attribute names.
+
+    Returns:
+        np.ndarray: (A, B, B) 1.0 where the two identities have the same
+        value (an absent hat or bag agrees with another absent one), else 0.
+    """
+    by_id = {int(person['id']): person for person in attributes['identities']}
+    missing = sorted({int(i) for i in person_ids} - set(by_id))
+    if missing:
+        raise KeyError(f'attributes.json has no identity {missing[:5]}')
+    out = np.zeros((len(names), len(person_ids), len(person_ids)), dtype=np.float32)
+    for index, name in enumerate(names):
+        values = [str(by_id[int(i)][name]) for i in person_ids]
+        _, codes = np.unique(values, return_inverse=True)
+        out[index] = codes[:, None] == codes[None, :]
+    return out
+
+
 def part_sharing(
     attributes: Dict, person_ids: Sequence[int], parts: Sequence[str] = BODY_PARTS
 ) -> np.ndarray:
@@ -72,22 +118,14 @@ def part_sharing(
         samples' identities agree (an absent hat or bag agrees with another
         absent one).
     """
-    by_id = {int(person['id']): person for person in attributes['identities']}
-    missing = sorted({int(i) for i in person_ids} - set(by_id))
-    if missing:
-        raise KeyError(f'attributes.json has no identity {missing[:5]}')
-    out = []
-    for part in parts:
-        names = sorted(a for a, p in attributes['attribute_parts'].items() if p == part)
-        if not names:
-            raise KeyError(f'attributes.json describes no attribute of part {part!r}')
-        agree = np.zeros((len(person_ids), len(person_ids)), dtype=np.float32)
-        for name in names:
-            values = [str(by_id[int(i)][name]) for i in person_ids]
-            _, codes = np.unique(values, return_inverse=True)
-            agree += codes[:, None] == codes[None, :]
-        out.append(agree / len(names))
-    return np.stack(out)
+    return np.stack(
+        [
+            attribute_agreement(
+                attributes, person_ids, part_attribute_names(attributes, part)
+            ).mean(axis=0)
+            for part in parts
+        ]
+    )
 
 
 def build_cmr_loss(cfg):
@@ -188,6 +226,7 @@ def commonality_report(
     labels: torch.Tensor,
     sharing: np.ndarray,
     best: np.ndarray,
+    part_attributes: Optional[Dict[int, Tuple[List[str], np.ndarray]]] = None,
 ) -> Dict:
     """How one commonality estimator tracks the true sharing of body parts.
 
@@ -199,6 +238,9 @@ def commonality_report(
         labels (Tensor): (B,) person ids.
         sharing (np.ndarray): (P, B, B) true sharing (:func:`part_sharing`).
         best (np.ndarray): (K,) each query's best-matching body part.
+        part_attributes (dict, optional): For the attribute breakdown: body
+            part index -> (its attribute names, their (A, B, B) agreement from
+            :func:`attribute_agreement`). None: no breakdown.
 
     Returns:
         dict: ``spearman`` (K, P) rank correlation of the estimate with every
@@ -209,7 +251,12 @@ def commonality_report(
         other identities against the true commonality of the own part
         (:func:`per_sample_sharing`); ``spearman_score`` (K,) against the
         negative's cross-modal part score (the mean of both directions);
-        ``rows`` the table rows; ``num_pairs``.
+        ``rows`` the table rows; ``num_pairs``; ``attributes`` per query, for
+        each attribute of its own part: ``agree`` (share of pairs agreeing),
+        ``rho_estimate`` (the estimate against agreement on it) and
+        ``rho_part`` (agreement on it against the part's sharing: what an
+        estimator tracking that attribute alone, perfectly, would score; NaN
+        where agreement is constant), with ``attribute_rows`` their table.
     """
     person_ids = labels.numpy()
     B = len(person_ids)
@@ -227,6 +274,7 @@ def commonality_report(
     K = f.shape[0]
     rho = np.zeros((K, len(BODY_PARTS)))
     rho_sample, rho_score, ceiling, rows = np.zeros(K), np.zeros(K), np.zeros(K), []
+    by_attribute, attribute_rows = [], []
     for k in range(K):
         c = common[k][pairs]
         for p in range(len(BODY_PARTS)):
@@ -254,6 +302,25 @@ def commonality_report(
                 f'{100 * (c >= floor_at).mean():.1f}',
             ]
         )
+        by_attribute.append({})
+        names, agreement = (part_attributes or {}).get(int(best[k]), ([], None))
+        for name, agree in zip(names, agreement if agreement is not None else []):
+            a = agree[pairs]
+            constant = a.min() == a.max()
+            row = dict(
+                agree=float(a.mean()),
+                rho_estimate=np.nan if constant else spearmanr(c, a).statistic,
+                rho_part=np.nan if constant else spearmanr(a, own).statistic,
+            )
+            by_attribute[k][name] = row
+            attribute_rows.append(
+                [loss.commonality, f'q{k}', BODY_PARTS[best[k]], name]
+                + [f'{100 * row["agree"]:.1f}']
+                + [
+                    '-' if np.isnan(row[key]) else f'{row[key]:+.3f}'
+                    for key in ('rho_estimate', 'rho_part')
+                ]
+            )
     return dict(
         spearman=rho,
         spearman_own=rho[np.arange(K), best],
@@ -262,6 +329,8 @@ def commonality_report(
         ceiling=ceiling,
         rows=rows,
         num_pairs=int(pairs.sum()),
+        attributes=by_attribute,
+        attribute_rows=attribute_rows,
     )
 
 
@@ -283,6 +352,20 @@ HEADERS = (
         '% pairs at margin floor',
     ]
 )
+
+ATTRIBUTE_HEADERS = [
+    'estimator',
+    'query',
+    'attends to',
+    'attribute',
+    '% pairs agreeing',
+    'rho, estimate vs agreement',
+    'rho, agreement vs part sharing',
+]
+
+
+def _nan_to_none(value: float) -> Optional[float]:
+    return None if np.isnan(value) else float(value)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -309,13 +392,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         encoded['data_root'], images['img_path'], images['attn_hw']
     )
     best = localisation_table(images['attn'].numpy(), shares)['best']
+    part_attributes = {}
+    for part in sorted(set(best.tolist())):
+        names = part_attribute_names(attributes, BODY_PARTS[part])
+        part_attributes[part] = (
+            names,
+            attribute_agreement(attributes, person_ids, names),
+        )
 
     modes = args.modes or [loss.commonality]
     reports = {}
     for mode in modes:
         estimator = copy.copy(loss)
         estimator.commonality = mode
-        reports[mode] = commonality_report(estimator, f, g, labels, sharing, best)
+        reports[mode] = commonality_report(
+            estimator, f, g, labels, sharing, best, part_attributes
+        )
     table = markdown_table(
         HEADERS, [row for report in reports.values() for row in report['rows']]
     )
@@ -327,6 +419,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f'{loss.commonality!r}); checkpoint {args.checkpoint}\n'
     )
     print(table)
+    attribute_table = markdown_table(
+        ATTRIBUTE_HEADERS,
+        [row for report in reports.values() for row in report['attribute_rows']],
+    )
+    print(
+        '\nAttribute by attribute: the estimate against agreement on each '
+        "attribute of the query's part, and that agreement against the part's "
+        'sharing (what an estimator that tracked the attribute alone would '
+        'score on the table above)\n'
+    )
+    print(attribute_table)
     margins = effective_margins(loss, f, g, labels, args.batch)
     kept = 'all' if loss.negatives == 'all' else f'the {loss.negatives} hardest'
     print(
@@ -351,10 +454,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     spearman_sample=r['spearman_sample'].tolist(),
                     spearman_score=r['spearman_score'].tolist(),
                     ceiling=r['ceiling'].tolist(),
+                    attributes=[
+                        {
+                            name: {
+                                key: _nan_to_none(value) for key, value in row.items()
+                            }
+                            for name, row in query.items()
+                        }
+                        for query in r['attributes']
+                    ],
                 )
                 for mode, r in reports.items()
             },
             table=table,
+            attribute_table=attribute_table,
             margins=dict(
                 margins,
                 batch=args.batch,

@@ -376,6 +376,17 @@ def test_spatial_prior_places_queries_on_stripes_and_is_learned():
     torch.testing.assert_close(
         narrow.spatial_prior()[1], torch.tensor([[0.1, 0.15]]).expand(3, 2)
     )
+    # One (y, x) pair per query: the middle query wide, the others narrow.
+    shaped = ((0.1, 0.15), (0.1, 0.4), (0.2, 0.15))
+    torch.testing.assert_close(
+        _head(
+            image_spatial_prior='gaussian', image_prior_scales=shaped
+        ).spatial_prior()[1],
+        torch.tensor(shaped),
+    )
+    for bad in ((0.1, 0.15, 0.2), ((0.1, 0.15), (0.1, 0.4)), ('a', 'b')):
+        with pytest.raises(ValueError, match='one such pair per part query'):
+            _head(image_spatial_prior='gaussian', image_prior_scales=bad)
     pinned = _head(image_spatial_prior='gaussian', image_prior_learn_centres=False)
     assert not pinned.prior_centre_offsets.requires_grad
     assert pinned.prior_log_scale_offsets.requires_grad

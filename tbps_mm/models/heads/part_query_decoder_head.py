@@ -157,10 +157,11 @@ class PartQueryDecoderHead(BaseModule):
             ``image_prior_learn_centres=False``; within its Gaussian a
             query attends by content. No part label is used. None: plain
             content attention. Defaults to None.
-        image_prior_scales (tuple[float, float], optional): The spatial
-            priors' starting standard deviations (y, x) in fractions of the
-            image height and width. None: ``(0.5 / K, 0.25)``, half a stripe
-            down and a quarter of the width across.
+        image_prior_scales (Sequence, optional): The spatial priors'
+            starting standard deviations (y, x) in fractions of the image
+            height and width: one pair for every query, or K pairs, one per
+            query (top stripe first). None: ``(0.5 / K, 0.25)``, half a
+            stripe down and a quarter of the width across.
         image_prior_learn_centres (bool): Whether training moves the
             priors' centres (their widths are always learned). False keeps
             every query around its stripe, so the queries cannot drift onto
@@ -201,7 +202,7 @@ class PartQueryDecoderHead(BaseModule):
         image_token_channels: Optional[int] = None,
         image_pos_embed: Optional[str] = None,
         image_spatial_prior: Optional[str] = None,
-        image_prior_scales: Optional[Tuple[float, float]] = None,
+        image_prior_scales: Optional[Sequence] = None,
         image_prior_learn_centres: bool = True,
         self_attention: bool = True,
         attn_logit_cap: Optional[float] = None,
@@ -282,15 +283,7 @@ class PartQueryDecoderHead(BaseModule):
             init_centres = torch.stack(
                 [stripe_centres, torch.full_like(stripe_centres, 0.5)], dim=1
             )
-            scales = image_prior_scales or (0.5 / num_parts, 0.25)
-            if len(scales) != 2 or min(scales) <= 0:
-                raise ValueError(
-                    'image_prior_scales must be two positive fractions (y, x), '
-                    f'got {image_prior_scales!r}'
-                )
-            init_scales = torch.tensor([[float(v) for v in scales]]).expand(
-                num_parts, 2
-            )
+            init_scales = self._prior_scales(image_prior_scales, num_parts)
             self.register_buffer('prior_init_centres', init_centres, persistent=False)
             self.register_buffer(
                 'prior_init_log_scales', init_scales.log().clone(), persistent=False
@@ -391,6 +384,25 @@ class PartQueryDecoderHead(BaseModule):
                 )
             memory = projected if memory is None else memory + projected
         return norm(memory)
+
+    @staticmethod
+    def _prior_scales(scales: Optional[Sequence], num_parts: int) -> Tensor:
+        """(K, 2) starting standard deviations from ``image_prior_scales``."""
+        if scales is None:
+            scales = (0.5 / num_parts, 0.25)
+        message = (
+            'image_prior_scales must be two positive fractions (y, x) or one '
+            f'such pair per part query ({num_parts}), got {scales!r}'
+        )
+        try:
+            table = torch.tensor(scales, dtype=torch.float32)
+        except (TypeError, ValueError) as error:
+            raise ValueError(message) from error
+        if table.dim() == 1:
+            table = table.unsqueeze(0).expand(num_parts, -1)
+        if table.shape != (num_parts, 2) or not bool((table > 0).all()):
+            raise ValueError(message)
+        return table
 
     def spatial_prior(self) -> Tuple[Tensor, Tensor]:
         """The part queries' spatial priors over the image.

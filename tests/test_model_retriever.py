@@ -354,3 +354,42 @@ def test_concat_maps_give_the_finest_grid_with_every_stage():
         torch.testing.assert_close(from_maps[key], from_tokens[key])
     with pytest.raises(ValueError, match='image_token_maps must be one of'):
         MODELS.build(dict(cfg, image_token_maps='fpn'))
+
+
+def test_first_map_gives_the_finest_grid_alone_and_pools_the_last():
+    # Stages 2 and 3 of a slim ResNet at 64x32: 8x4 (32 ch) and 4x2 (64 ch).
+    cfg = tiny_retriever_cfg(
+        head=dict(image_in_channels=64, image_token_channels=32),
+        image_token_maps='first',
+    )
+    cfg['image_encoder'] = dict(
+        type='mmpretrain.ResNet',
+        depth=18,
+        base_channels=16,
+        stem_channels=16,
+        num_stages=3,
+        strides=(1, 2, 2),
+        dilations=(1, 1, 1),
+        out_indices=(1, 2),
+    )
+    model = MODELS.build(cfg).eval()
+    x = torch.randn(2, 3, 64, 32)
+    out = model.encode_image(x)
+    assert out['attn'].shape == (2, NUM_PARTS, 32) and out['attn_hw'] == (8, 4)
+    with torch.no_grad():
+        fine, coarse = model.image_encoder(x)
+        feats = model._image_features(x)
+    torch.testing.assert_close(feats['tokens'], fine.flatten(2).transpose(1, 2))
+    assert feats['hw'] == (8, 4)
+    torch.testing.assert_close(feats['pooled'], coarse.mean(dim=(2, 3)))
+    # The part embeddings read the finest map only: changing the last map's
+    # features (through the pooled input) leaves the attention maps as they are.
+    with torch.no_grad():
+        shifted = model.head(
+            feats['tokens'], feats['pooled'] + 1, None, 'image', hw=(8, 4)
+        )
+    torch.testing.assert_close(shifted['attn'], out['attn'])
+    # A ViT returns tokens, not maps: a clear error.
+    vit = tiny_retriever_cfg(image_token_maps='first')
+    with pytest.raises(ValueError, match="image_token_maps='first' needs feature maps"):
+        MODELS.build(vit).encode_image(images(2))

@@ -33,7 +33,7 @@ from ..checkpoint import install_shape_check
 LOSS_INPUTS = ('embed', 'part_embeds', 'attn', 'fused_embed')
 IMAGE_TOKENS = ('patch', 'all')
 IMAGE_POOLINGS = ('cls', 'mean')
-IMAGE_TOKEN_MAPS = ('last', 'concat')
+IMAGE_TOKEN_MAPS = ('last', 'concat', 'first')
 # Image encoder outputs that keep no token features (the decoder needs them).
 POOLED_OUT_TYPES = ('cls_token', 'avg_featmap')
 
@@ -78,7 +78,11 @@ class TBPSRetriever(BaseModel):
             map upsampled to its grid (nearest) and concatenated along the
             channels, so the part queries see a finer grid that still
             carries the last stage's features; the pooled feature stays the
-            last map's mean). Defaults to ``'last'``.
+            last map's mean) or ``'first'`` (the tokens are the cells of
+            the first, finest map alone, so the part queries read
+            features whose receptive field stays near their part; the
+            pooled feature stays the last map's mean). Defaults to
+            ``'last'``.
         channels_last (bool): Keep a convolutional image encoder and its
             input in channels-last memory layout, in which oneDNN runs
             convolutions faster on CPU; outputs are the same. Defaults to
@@ -191,6 +195,8 @@ class TBPSRetriever(BaseModel):
         feats = self.image_encoder(images)
         if self.image_token_maps == 'concat':
             return self._concat_maps(feats)
+        if self.image_token_maps == 'first':
+            return self._first_map(feats)
         if isinstance(feats, (tuple, list)):
             feats = feats[-1]
         if feats.dim() == 4:
@@ -229,6 +235,23 @@ class TBPSRetriever(BaseModel):
             )
         hw = tuple(maps[0].shape[-2:])
         return dict(tokens=maps, pooled=maps[-1].mean(dim=(2, 3)), hw=hw)
+
+    @staticmethod
+    def _first_map(feats) -> Dict:
+        """Tokens from the finest map alone; pooled from the last."""
+        maps = list(feats) if isinstance(feats, (tuple, list)) else [feats]
+        if any(m.dim() != 4 for m in maps):
+            raise ValueError(
+                "image_token_maps='first' needs feature maps (B, C, H, W) from "
+                'the image encoder, got shapes '
+                f'{[tuple(m.shape) for m in maps]}'
+            )
+        tokens = maps[0].flatten(2).transpose(1, 2)
+        return dict(
+            tokens=tokens,
+            pooled=maps[-1].mean(dim=(2, 3)),
+            hw=tuple(maps[0].shape[-2:]),
+        )
 
     def _patch_grid(self, images: Tensor, patches: Tensor) -> Optional[tuple]:
         """(h, w) of the patch tokens when they form the image's patch grid."""

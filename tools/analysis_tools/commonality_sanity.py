@@ -61,6 +61,18 @@ from tbps_mm.models.losses.commonality_margin_ranking_loss import COMMONALITY_MO
 from tbps_mm.registry import MODELS
 
 
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho, NaN (without scipy's warning) when either side is constant.
+
+    A constant estimate, say from a collapsed model, ranks nothing: its
+    correlation is undefined and must read as such, never as a number.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if x.size == 0 or x.min() == x.max() or y.min() == y.max():
+        return float('nan')
+    return float(spearmanr(x, y).statistic)
+
+
 def part_attribute_names(attributes: Dict, part: str) -> List[str]:
     """The attributes of ``attributes.json`` that describe one body part.
 
@@ -278,10 +290,10 @@ def commonality_report(
     for k in range(K):
         c = common[k][pairs]
         for p in range(len(BODY_PARTS)):
-            rho[k, p] = spearmanr(c, sharing[p][pairs]).statistic
+            rho[k, p] = _spearman(c, sharing[p][pairs])
         c_sample = (common[k] * other).sum(-1) / np.maximum(other.sum(-1), 1)
-        rho_sample[k] = spearmanr(c_sample, truth_sample[best[k]]).statistic
-        rho_score[k] = spearmanr(c, score[k][pairs]).statistic
+        rho_sample[k] = _spearman(c_sample, truth_sample[best[k]])
+        rho_score[k] = _spearman(c, score[k][pairs])
         own = sharing[best[k]][pairs]
         ceiling[k] = spearmanr(own, rankdata(own, method='ordinal')).statistic
         rows.append(
@@ -306,11 +318,10 @@ def commonality_report(
         names, agreement = (part_attributes or {}).get(int(best[k]), ([], None))
         for name, agree in zip(names, agreement if agreement is not None else []):
             a = agree[pairs]
-            constant = a.min() == a.max()
             row = dict(
                 agree=float(a.mean()),
-                rho_estimate=np.nan if constant else spearmanr(c, a).statistic,
-                rho_part=np.nan if constant else spearmanr(a, own).statistic,
+                rho_estimate=_spearman(c, a),
+                rho_part=_spearman(a, own),
             )
             by_attribute[k][name] = row
             attribute_rows.append(

@@ -8,12 +8,17 @@
 # prior learns colours and garments per body region several times faster
 # than patch attention (docs/benchmarks_accuracy.md, "Choosing the quick-start
 # model"). The pooled feature of the coarse embedding is the third stage's
-# 8x3 map; the part queries attend over a finer 16x6 grid of 96 tokens: the
-# second stage's map with the third stage's features upsampled onto it
-# (image_token_maps='concat'), plus a fixed 2-D sine code of each token's
-# position. Each query's image attention carries a spatial prior: a Gaussian
-# centred on one of K horizontal stripes down the middle of the crop, 0.05
-# of the height tall and 0.15 of the width wide, whose widths are learned
+# 8x3 map; the part queries attend over a finer 16x6 grid of 96 tokens, the
+# second stage's map alone (image_token_maps='first'), plus a fixed 2-D sine
+# code of each token's position. The third stage's features, upsampled onto
+# that grid, carried the upper body into the head query's tokens (their
+# receptive field spans most of the crop) and its commonality estimate
+# tracked the upper body's sharing as much as the head's; from the second
+# stage alone it tracks the head's (docs/benchmarks_accuracy.md,
+# "Commonality sanity"). Each query's image attention carries a spatial
+# prior: a Gaussian centred on one of K horizontal stripes down the middle
+# of the crop, 0.05 of the height tall and 0.15 of the width wide (the
+# upper-body query's 0.4, to take in the arms), whose widths are learned
 # and whose centres stay on their stripes; within it the query attends by
 # content, with its content logits soft-capped so that the prior keeps its
 # weight. So, without part labels, the queries settle on body parts
@@ -35,8 +40,8 @@ num_parts = 4
 embed_dims = 256
 image_channels = 128  # the third stage's width: 32 base channels x 4
 # The part queries' tokens: the second stage's map (64 channels, stride 8; 16x6
-# at 128x48) with the third stage's (128 channels) upsampled onto it.
-image_token_channels = 64 + image_channels
+# at 128x48).
+image_token_channels = 64
 
 model = dict(
     type='TBPSRetriever',
@@ -58,7 +63,7 @@ model = dict(
         zero_init_residual=False,
         init_cfg=[],
     ),
-    image_token_maps='concat',
+    image_token_maps='first',
     channels_last=True,  # faster convolutions on CPU
     text_encoder=dict(
         type='BertTextEncoder',
@@ -96,10 +101,14 @@ model = dict(
         # pinned centres, widths and loss weights
         # (docs/benchmarks_accuracy.md, "Part localisation").
         image_spatial_prior='gaussian',
-        # 0.05 of the height rather than 0.1: the head and feet queries stay
-        # on their small parts instead of sliding onto the neighbouring
-        # garment (val, two seeds).
-        image_prior_scales=(0.05, 0.15),
+        # One (y, x) pair per query, top stripe first. 0.05 of the height
+        # rather than 0.1: the head and feet queries stay on their small
+        # parts instead of sliding onto the neighbouring garment (val, two
+        # seeds). The upper-body query's prior is 0.4 of the width wide
+        # rather than 0.15, so that it reaches the arms, where sleeves show
+        # (val, four seeds; docs/benchmarks_accuracy.md, "Commonality
+        # sanity"). A config with another K sets its own pairs.
+        image_prior_scales=((0.05, 0.15), (0.05, 0.4), (0.05, 0.15), (0.05, 0.15)),
         image_prior_learn_centres=False,
         # Content logits soft-capped at 2 nats (cap * tanh(logits / cap)):
         # uncapped, they grew past the prior and queries attended far off

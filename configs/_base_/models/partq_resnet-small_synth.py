@@ -105,9 +105,11 @@ model = dict(
         # rather than 0.1: the head and feet queries stay on their small
         # parts instead of sliding onto the neighbouring garment (val, two
         # seeds). The upper-body query's prior is 0.4 of the width wide
-        # rather than 0.15, so that it reaches the arms, where sleeves show
-        # (val, four seeds; docs/benchmarks_accuracy.md, "Commonality
-        # sanity"). A config with another K sets its own pairs.
+        # rather than 0.15, so that it takes in the arms, where sleeves
+        # show; it read them in one val seed of six, and with the stage-2
+        # tokens the design raised the head and feet estimates and val R@1
+        # (docs/benchmarks_accuracy.md, "Commonality sanity"). A config
+        # with another K sets its own pairs.
         image_prior_scales=((0.05, 0.15), (0.05, 0.4), (0.05, 0.15), (0.05, 0.15)),
         image_prior_learn_centres=False,
         # Content logits soft-capped at 2 nats (cap * tanh(logits / cap)):

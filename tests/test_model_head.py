@@ -387,6 +387,21 @@ def test_spatial_prior_places_queries_on_stripes_and_is_learned():
     for bad in ((0.1, 0.15, 0.2), ((0.1, 0.15), (0.1, 0.4)), ('a', 'b')):
         with pytest.raises(ValueError, match='one such pair per part query'):
             _head(image_spatial_prior='gaussian', image_prior_scales=bad)
+    # Centres set per query: the last one lower than its stripe.
+    placed = ((1 / 6, 0.5), (0.5, 0.5), (0.9, 0.5))
+    torch.testing.assert_close(
+        _head(
+            image_spatial_prior='gaussian', image_prior_centres=placed
+        ).spatial_prior()[0],
+        torch.tensor(placed),
+    )
+    for bad in (
+        (0.5, 0.5),
+        ((0.1, 0.5), (0.5, 0.5)),
+        ((0.1, 0.5),) * 2 + ((1.2, 0.5),),
+    ):
+        with pytest.raises(ValueError, match='image_prior_centres must be one'):
+            _head(image_spatial_prior='gaussian', image_prior_centres=bad)
     pinned = _head(image_spatial_prior='gaussian', image_prior_learn_centres=False)
     assert not pinned.prior_centre_offsets.requires_grad
     assert pinned.prior_log_scale_offsets.requires_grad

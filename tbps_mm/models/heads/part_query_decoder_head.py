@@ -162,6 +162,10 @@ class PartQueryDecoderHead(BaseModule):
             height and width: one pair for every query, or K pairs, one per
             query (top stripe first). None: ``(0.5 / K, 0.25)``, half a
             stripe down and a quarter of the width across.
+        image_prior_centres (Sequence, optional): The spatial priors'
+            starting centres, K pairs (y, x) in fractions of the image
+            height and width, one per query. None: the K stripes,
+            ``((k + 0.5) / K, 0.5)``. Defaults to None.
         image_prior_learn_centres (bool): Whether training moves the
             priors' centres (their widths are always learned). False keeps
             every query around its stripe, so the queries cannot drift onto
@@ -203,6 +207,7 @@ class PartQueryDecoderHead(BaseModule):
         image_pos_embed: Optional[str] = None,
         image_spatial_prior: Optional[str] = None,
         image_prior_scales: Optional[Sequence] = None,
+        image_prior_centres: Optional[Sequence] = None,
         image_prior_learn_centres: bool = True,
         self_attention: bool = True,
         attn_logit_cap: Optional[float] = None,
@@ -277,12 +282,7 @@ class PartQueryDecoderHead(BaseModule):
             # Learned as offsets from the starting stripes, so weight decay
             # pulls a prior back towards its stripe, not to the image corner.
             # The starting values are derived from K (not saved).
-            stripe_centres = (torch.arange(num_parts, dtype=torch.float32) + 0.5) / (
-                num_parts
-            )
-            init_centres = torch.stack(
-                [stripe_centres, torch.full_like(stripe_centres, 0.5)], dim=1
-            )
+            init_centres = self._prior_centres(image_prior_centres, num_parts)
             init_scales = self._prior_scales(image_prior_scales, num_parts)
             self.register_buffer('prior_init_centres', init_centres, persistent=False)
             self.register_buffer(
@@ -384,6 +384,26 @@ class PartQueryDecoderHead(BaseModule):
                 )
             memory = projected if memory is None else memory + projected
         return norm(memory)
+
+    @staticmethod
+    def _prior_centres(centres: Optional[Sequence], num_parts: int) -> Tensor:
+        """(K, 2) starting centres from ``image_prior_centres``."""
+        if centres is None:
+            stripes = (torch.arange(num_parts, dtype=torch.float32) + 0.5) / num_parts
+            return torch.stack([stripes, torch.full_like(stripes, 0.5)], dim=1)
+        message = (
+            'image_prior_centres must be one (y, x) pair of fractions in [0, 1] '
+            f'per part query ({num_parts}), got {centres!r}'
+        )
+        try:
+            table = torch.tensor(centres, dtype=torch.float32)
+        except (TypeError, ValueError) as error:
+            raise ValueError(message) from error
+        if table.shape != (num_parts, 2) or not bool(
+            ((table >= 0) & (table <= 1)).all()
+        ):
+            raise ValueError(message)
+        return table
 
     @staticmethod
     def _prior_scales(scales: Optional[Sequence], num_parts: int) -> Tensor:

@@ -106,8 +106,9 @@ model = dict(
         # parts instead of sliding onto the neighbouring garment (val, two
         # seeds). The upper-body query's prior is 0.4 of the width wide
         # rather than 0.15, so that it takes in the arms, where sleeves
-        # show; it read them in one val seed of six, and with the stage-2
-        # tokens the design raised the head and feet estimates and val R@1
+        # show: the upper query read them in one val seed of six, and in
+        # none of ten probes with the narrow prior; the head and feet gains
+        # of this design come with the stage-2 tokens
         # (docs/benchmarks_accuracy.md, "Commonality sanity"). A config
         # with another K sets its own pairs.
         image_prior_scales=((0.05, 0.15), (0.05, 0.4), (0.05, 0.15), (0.05, 0.15)),

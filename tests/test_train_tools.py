@@ -321,3 +321,19 @@ def test_bad_input_gives_one_clear_line_and_no_work_dir(
     assert len(lines) == 1, lines
     assert lines[0].startswith(f'error: {message}')
     assert not work.exists()
+
+
+@pytest.mark.parametrize('world_size', [None, '1', 'x'])
+def test_exit_process_exits_normally_outside_a_cpu_group(monkeypatch, world_size):
+    # Outside a multi-process CPU group the entry scripts leave through
+    # sys.exit, so exit handlers and destructors run as usual (the CPU-group
+    # path, os._exit, is what the two-process training test exercises).
+    from tbps_mm.engine import exit_process
+
+    if world_size is None:
+        monkeypatch.delenv('WORLD_SIZE', raising=False)
+    else:
+        monkeypatch.setenv('WORLD_SIZE', world_size)
+    with pytest.raises(SystemExit) as exited:
+        exit_process(3)
+    assert exited.value.code == 3

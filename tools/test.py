@@ -24,6 +24,7 @@ from tbps_mm.engine import (
     add_launch_args,
     build_runner,
     check_checkpoint,
+    exit_process,
     prepare_config,
     resolve_work_dir,
     setup_distributed,
@@ -136,4 +137,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_process(main())

@@ -26,6 +26,7 @@ from tbps_mm.engine import (
     build_runner,
     check_checkpoint,
     check_train_length,
+    exit_process,
     prepare_config,
     resolve_work_dir,
     setup_distributed,
@@ -170,4 +171,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_process(main())

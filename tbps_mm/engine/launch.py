@@ -12,11 +12,12 @@ group itself in that case and configures DDP without device ids, so that
 """
 
 import argparse
+import atexit
 import inspect
 import os
 import os.path as osp
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, NoReturn, Optional, Sequence
 
 import torch
 import torch.distributed as torch_dist
@@ -460,6 +461,30 @@ def teardown_distributed() -> None:
     """Destroy the process group (without it, CPU runs sometimes abort at exit)."""
     if torch_dist.is_available() and torch_dist.is_initialized():
         torch_dist.destroy_process_group()
+
+
+def exit_process(code: int) -> NoReturn:
+    """Leave an entry script with ``code``.
+
+    A process of a CPU (gloo) group can abort in the interpreter's native
+    teardown after a finished run ("terminate called without an active
+    exception": a gloo thread still joinable when its destructor runs), which
+    turns a complete run into a failed one. So such a process runs Python's
+    exit handlers (log files are flushed and closed there), flushes its
+    streams and leaves with ``os._exit``, skipping the native destructors;
+    everything the run writes is written before this is called. Any other
+    process exits normally.
+
+    Args:
+        code (int): The exit status.
+    """
+    world_size = os.environ.get('WORLD_SIZE', '1')
+    if not world_size.isdigit() or int(world_size) < 2 or torch.cuda.is_available():
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def build_runner(cfg: Config):

@@ -26,6 +26,19 @@ def model():
     return MODELS.build(tiny_retriever_cfg())
 
 
+# Stages 2 and 3 of a slim ResNet at 64x32: 8x4 (32 ch) and 4x2 (64 ch).
+TWO_STAGE_RESNET = dict(
+    type='mmpretrain.ResNet',
+    depth=18,
+    base_channels=16,
+    stem_channels=16,
+    num_stages=3,
+    strides=(1, 2, 2),
+    dilations=(1, 1, 1),
+    out_indices=(1, 2),
+)
+
+
 def test_loss_keys_and_gradients_reach_every_part(model):
     model.zero_grad()
     inputs, samples = pair_batch(6)
@@ -220,16 +233,7 @@ def test_cnn_backbone_map_becomes_tokens():
 def test_channels_last_cnn_gives_the_same_outputs_and_keeps_its_layout():
     # 3 ResNet-18 stages from 16 base channels: a 64-channel map.
     cfg = tiny_retriever_cfg(head=dict(image_in_channels=64))
-    cfg['image_encoder'] = dict(
-        type='mmpretrain.ResNet',
-        depth=18,
-        base_channels=16,
-        stem_channels=16,
-        num_stages=3,
-        strides=(1, 2, 2),
-        dilations=(1, 1, 1),
-        out_indices=(2,),
-    )
+    cfg['image_encoder'] = dict(TWO_STAGE_RESNET, out_indices=(2,))
     torch.manual_seed(0)
     plain = MODELS.build(cfg).eval()
     fast = MODELS.build(dict(cfg, channels_last=True)).eval()
@@ -321,16 +325,7 @@ def test_concat_maps_give_the_finest_grid_with_every_stage():
         head=dict(image_in_channels=64, image_token_channels=96),
         image_token_maps='concat',
     )
-    cfg['image_encoder'] = dict(
-        type='mmpretrain.ResNet',
-        depth=18,
-        base_channels=16,
-        stem_channels=16,
-        num_stages=3,
-        strides=(1, 2, 2),
-        dilations=(1, 1, 1),
-        out_indices=(1, 2),
-    )
+    cfg['image_encoder'] = TWO_STAGE_RESNET
     model = MODELS.build(cfg).eval()
     x = torch.randn(2, 3, 64, 32)
     out = model.encode_image(x)
@@ -362,16 +357,7 @@ def test_first_map_gives_the_finest_grid_alone_and_pools_the_last():
         head=dict(image_in_channels=64, image_token_channels=32),
         image_token_maps='first',
     )
-    cfg['image_encoder'] = dict(
-        type='mmpretrain.ResNet',
-        depth=18,
-        base_channels=16,
-        stem_channels=16,
-        num_stages=3,
-        strides=(1, 2, 2),
-        dilations=(1, 1, 1),
-        out_indices=(1, 2),
-    )
+    cfg['image_encoder'] = TWO_STAGE_RESNET
     model = MODELS.build(cfg).eval()
     x = torch.randn(2, 3, 64, 32)
     out = model.encode_image(x)
@@ -382,13 +368,13 @@ def test_first_map_gives_the_finest_grid_alone_and_pools_the_last():
     torch.testing.assert_close(feats['tokens'], fine.flatten(2).transpose(1, 2))
     assert feats['hw'] == (8, 4)
     torch.testing.assert_close(feats['pooled'], coarse.mean(dim=(2, 3)))
-    # The part embeddings read the finest map only: changing the last map's
-    # features (through the pooled input) leaves the attention maps as they are.
+    # The part embeddings are the head's over the finest map's cells alone.
     with torch.no_grad():
-        shifted = model.head(
-            feats['tokens'], feats['pooled'] + 1, None, 'image', hw=(8, 4)
+        fine_only = model.head(
+            fine.flatten(2).transpose(1, 2), feats['pooled'], None, 'image', hw=(8, 4)
         )
-    torch.testing.assert_close(shifted['attn'], out['attn'])
+    for key in ('part_embeds', 'attn'):
+        torch.testing.assert_close(model._normalised(fine_only)[key], out[key])
     # A ViT returns tokens, not maps: a clear error.
     vit = tiny_retriever_cfg(image_token_maps='first')
     with pytest.raises(ValueError, match="image_token_maps='first' needs feature maps"):

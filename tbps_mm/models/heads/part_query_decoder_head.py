@@ -386,7 +386,26 @@ class PartQueryDecoderHead(BaseModule):
         return norm(memory)
 
     @staticmethod
-    def _prior_centres(centres: Optional[Sequence], num_parts: int) -> Tensor:
+    def _prior_table(
+        values: Sequence, num_parts: int, message: str, one_for_all: bool
+    ) -> Tensor:
+        """``values`` as a (K, 2) table: one (y, x) pair per query.
+
+        With ``one_for_all`` a single pair is given to every query; anything
+        else that is not K pairs raises ``ValueError(message)``.
+        """
+        try:
+            table = torch.tensor(values, dtype=torch.float32)
+        except (TypeError, ValueError) as error:
+            raise ValueError(message) from error
+        if one_for_all and table.dim() == 1:
+            table = table.unsqueeze(0).expand(num_parts, -1)
+        if table.shape != (num_parts, 2):
+            raise ValueError(message)
+        return table
+
+    @classmethod
+    def _prior_centres(cls, centres: Optional[Sequence], num_parts: int) -> Tensor:
         """(K, 2) starting centres from ``image_prior_centres``."""
         if centres is None:
             stripes = (torch.arange(num_parts, dtype=torch.float32) + 0.5) / num_parts
@@ -395,18 +414,14 @@ class PartQueryDecoderHead(BaseModule):
             'image_prior_centres must be one (y, x) pair of fractions in [0, 1] '
             f'per part query ({num_parts}), got {centres!r}'
         )
-        try:
-            table = torch.tensor(centres, dtype=torch.float32)
-        except (TypeError, ValueError) as error:
-            raise ValueError(message) from error
-        if table.shape != (num_parts, 2) or not bool(
-            ((table >= 0) & (table <= 1)).all()
-        ):
+        # Not one pair for all: that would stack every query on one spot.
+        table = cls._prior_table(centres, num_parts, message, one_for_all=False)
+        if not bool(((table >= 0) & (table <= 1)).all()):
             raise ValueError(message)
         return table
 
-    @staticmethod
-    def _prior_scales(scales: Optional[Sequence], num_parts: int) -> Tensor:
+    @classmethod
+    def _prior_scales(cls, scales: Optional[Sequence], num_parts: int) -> Tensor:
         """(K, 2) starting standard deviations from ``image_prior_scales``."""
         if scales is None:
             scales = (0.5 / num_parts, 0.25)
@@ -414,13 +429,8 @@ class PartQueryDecoderHead(BaseModule):
             'image_prior_scales must be two positive fractions (y, x) or one '
             f'such pair per part query ({num_parts}), got {scales!r}'
         )
-        try:
-            table = torch.tensor(scales, dtype=torch.float32)
-        except (TypeError, ValueError) as error:
-            raise ValueError(message) from error
-        if table.dim() == 1:
-            table = table.unsqueeze(0).expand(num_parts, -1)
-        if table.shape != (num_parts, 2) or not bool((table > 0).all()):
+        table = cls._prior_table(scales, num_parts, message, one_for_all=True)
+        if not bool((table > 0).all()):
             raise ValueError(message)
         return table
 

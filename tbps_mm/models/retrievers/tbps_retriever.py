@@ -188,15 +188,13 @@ class TBPSRetriever(BaseModel):
         """Backbone output -> tokens, pooled (B, C), token grid.
 
         The tokens are (B, N, C), or with ``image_token_maps='concat'`` the
-        feature maps themselves, finest first (see :meth:`_concat_maps`).
+        feature maps themselves, finest first (see :meth:`_feature_maps`).
         """
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         feats = self.image_encoder(images)
-        if self.image_token_maps == 'concat':
-            return self._concat_maps(feats)
-        if self.image_token_maps == 'first':
-            return self._first_map(feats)
+        if self.image_token_maps in ('concat', 'first'):
+            return self._feature_maps(feats)
         if isinstance(feats, (tuple, list)):
             feats = feats[-1]
         if feats.dim() == 4:
@@ -218,40 +216,27 @@ class TBPSRetriever(BaseModel):
         tokens = feats if self.image_tokens == 'all' else patches
         return dict(tokens=tokens, pooled=pooled, hw=self._patch_grid(images, patches))
 
-    @staticmethod
-    def _concat_maps(feats) -> Dict:
-        """Tokens on the finest map's grid from every map; pooled from the last.
+    def _feature_maps(self, feats) -> Dict:
+        """Tokens on the first, finest map's grid; pooled from the last map.
 
-        The tokens are the maps themselves, finest first: the head upsamples
-        each onto the finest grid and concatenates them (in effect; it
-        projects each map at its own resolution first, which is cheaper).
+        With ``'concat'`` the tokens are the maps themselves, finest first:
+        the head upsamples each onto the finest grid and concatenates them
+        (in effect; it projects each map at its own resolution first, which
+        is cheaper). With ``'first'`` they are the finest map's cells alone.
         """
         maps = list(feats) if isinstance(feats, (tuple, list)) else [feats]
         if any(m.dim() != 4 for m in maps):
             raise ValueError(
-                "image_token_maps='concat' needs feature maps (B, C, H, W) from "
-                'the image encoder, got shapes '
+                f"image_token_maps='{self.image_token_maps}' needs feature maps "
+                '(B, C, H, W) from the image encoder, got shapes '
                 f'{[tuple(m.shape) for m in maps]}'
             )
+        if self.image_token_maps == 'first':
+            tokens = maps[0].flatten(2).transpose(1, 2)
+        else:
+            tokens = maps
         hw = tuple(maps[0].shape[-2:])
-        return dict(tokens=maps, pooled=maps[-1].mean(dim=(2, 3)), hw=hw)
-
-    @staticmethod
-    def _first_map(feats) -> Dict:
-        """Tokens from the finest map alone; pooled from the last."""
-        maps = list(feats) if isinstance(feats, (tuple, list)) else [feats]
-        if any(m.dim() != 4 for m in maps):
-            raise ValueError(
-                "image_token_maps='first' needs feature maps (B, C, H, W) from "
-                'the image encoder, got shapes '
-                f'{[tuple(m.shape) for m in maps]}'
-            )
-        tokens = maps[0].flatten(2).transpose(1, 2)
-        return dict(
-            tokens=tokens,
-            pooled=maps[-1].mean(dim=(2, 3)),
-            hw=tuple(maps[0].shape[-2:]),
-        )
+        return dict(tokens=tokens, pooled=maps[-1].mean(dim=(2, 3)), hw=hw)
 
     def _patch_grid(self, images: Tensor, patches: Tensor) -> Optional[tuple]:
         """(h, w) of the patch tokens when they form the image's patch grid."""

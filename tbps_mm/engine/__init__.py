@@ -4,7 +4,7 @@ multipliers matching no parameter, what entry scripts share (common arguments,
 config checks, CPU-safe distributed set-up) and the reader of what a run wrote
 into its work dir."""
 
-from .hooks import RankedListHook
+from .hooks import MarginWarmupHook, RankedListHook
 from .launch import (
     LaunchError,
     add_checkpoint_args,

@@ -51,8 +51,6 @@ class MarginWarmupHook(Hook):
             Defaults to ``'cmr'``.
     """
 
-    priority = 'NORMAL'
-
     def __init__(
         self,
         epochs: Optional[int] = None,
